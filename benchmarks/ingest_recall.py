@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import numpy as np
-from common import CACHE, Timer, save, sentences, summary_ms
+from common import Timer, minilm_embeddings, save, sentences, summary_ms
 from mcp import Client, StdioServerParameters
 
 from emx_mcp.config import Settings
@@ -95,18 +94,6 @@ def bulk_load(data_dir: Path, texts: list[str], encode: Any, model_id: str, chun
             vectors[start : start + chunk],
         )
     log.close()
-
-
-def cached_embeddings(encoder: SentenceTransformerEncoder, texts: list[str]) -> np.ndarray:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"minilm_{len(texts)}.npy"
-    if path.exists():
-        vectors = np.load(path)
-        if len(vectors) == len(texts):
-            return vectors
-    vectors = encoder.encode(texts)
-    np.save(path, vectors)
-    return vectors
 
 
 def server_params(data_dir: Path) -> StdioServerParameters:
@@ -200,7 +187,7 @@ def main() -> None:
         }
         print("recall latency through a stdio client ...", flush=True)
         corpus = texts[2 * n_remember :]
-        vectors = cached_embeddings(encoder, corpus)
+        vectors = minilm_embeddings(corpus)
         results["recall"] = {}
         for size in (1_000, large):
             store = work / f"recall-{size}"

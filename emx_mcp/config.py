@@ -9,6 +9,8 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from emx_mcp.storage.policy import MIN_POINTS_PER_CENTROID, IndexKind, TrainingPolicy
+
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -47,6 +49,35 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="Write an index snapshot after this many new events (and always on clean shutdown).",
     )
+
+    max_events: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Hard limit on stored events; `remember` fails beyond it and health warns at 80%.",
+    )
+    index_kind: IndexKind = Field(
+        default="ivf_flat",
+        description=(
+            "Index once trained: 'ivf_flat' (full vectors) or 'ivf_sq8' (8-bit codes, smaller, lower recall)."
+        ),
+    )
+    index_train_at: int = Field(
+        default=20_000,
+        ge=2 * MIN_POINTS_PER_CENTROID,
+        le=50_000,
+        description="A namespace's index stays exact (flat) below this many vectors, then trains IVF.",
+    )
+    target_recall: float = Field(
+        default=0.95,
+        gt=0.0,
+        le=1.0,
+        description="Recall@10 the IVF index tunes nprobe for, measured against exact search.",
+    )
+
+    def training_policy(self) -> TrainingPolicy:
+        return TrainingPolicy(
+            train_at=self.index_train_at, target_recall=self.target_recall, kind=self.index_kind
+        )
 
     @property
     def model_id(self) -> str:

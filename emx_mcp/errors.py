@@ -13,5 +13,9 @@ class NotFound(EmxError, LookupError):
     """A referenced event or session does not exist."""
 
 
+class CapacityExceeded(EmxError):
+    """The store is at EMX_MAX_EVENTS; nothing was written."""
+
+
 class StoreMismatch(EmxError):
     """The data directory was built with another embedding model or a newer schema."""

@@ -58,6 +58,74 @@ class RecallResult(BaseModel):
     results: list[RecalledEvent]
 
 
+class RecallBatchResult(BaseModel):
+    results: list[list[RecalledEvent]] = Field(description="One list per query, in the order of the queries.")
+
+
+class ForgetResult(BaseModel):
+    removed: int = Field(description="How many events were deleted.")
+    ids: list[str] = Field(description="The ids of the deleted events.")
+
+
+class ListSizes(BaseModel):
+    min: int
+    mean: float
+    max: int
+
+
+class TrainingInfo(BaseModel):
+    source: str = Field(description="Always 'stored vectors': IVF never trains on synthetic data.")
+    size: int = Field(description="Vectors k-means was trained on (up to 256 per list).")
+    seconds: float
+    trained_at: str | None
+    vectors_at_training: int
+    trainings: int
+
+
+class Capacity(BaseModel):
+    events: int
+    max_events: int
+    used: float = Field(description="events / max_events; health warns from 0.8.")
+
+
+class DiskUse(BaseModel):
+    event_log: int
+    index_snapshot: int
+
+
+class IndexHealth(BaseModel):
+    namespace: str
+    status: Literal["ok", "warning", "degraded"]
+    reasons: list[str]
+    kind: Literal["flat", "ivf"] = Field(
+        description="'flat' is exact search; 'ivf' once the namespace is large."
+    )
+    index_type: str
+    vectors: int
+    buffered: int = Field(description="Vectors in the exact training buffer (all of them until IVF trains).")
+    events_in_log: int
+    train_at: int
+    nlist: int
+    nprobe: int
+    list_sizes: ListSizes | None
+    imbalance: float = Field(description="FAISS imbalance factor of the inverted lists; 1 is perfectly even.")
+    measured_recall_at_10: float | None = Field(
+        description="Recall@10 against exact search, measured on stored vectors; 1.0 while flat."
+    )
+    recall_measured_at: str | None
+    recall_probes: int
+    target_recall: float
+    tuned_for_recall: float | None = Field(
+        description="Recall nprobe was tuned for: the target plus two standard errors of its measurement."
+    )
+    training: TrainingInfo | None
+    last_training_error: str | None
+    retraining: bool
+    bytes_in_memory: int
+    bytes_on_disk: DiskUse
+    capacity: Capacity
+
+
 def _stored(event: Event) -> StoredEvent:
     return StoredEvent(
         id=event.id,
@@ -158,5 +226,57 @@ def build_server(service: MemoryService) -> MCPServer:
         """
         hits = await _run(service.recall, query=query, k=k, session=session, namespace=namespace)
         return RecallResult(results=[_recalled(h) for h in hits])
+
+    @tool(
+        server,
+        title="Recall many",
+        annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+    )
+    async def recall_batch(
+        queries: list[str], k: int = 5, session: str | None = None, namespace: str = "default"
+    ) -> RecallBatchResult:
+        """Run several recalls at once (1-256 queries), faster than calling `recall` repeatedly.
+
+        Use it when you have several questions or topics to look up together. Returns one list of
+        results per query, in the order given, each exactly as `recall` would return it.
+        """
+        batches = await _run(service.recall_batch, queries=queries, k=k, session=session, namespace=namespace)
+        return RecallBatchResult(results=[[_recalled(h) for h in hits] for hits in batches])
+
+    @tool(
+        server,
+        title="Index health",
+        annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+    )
+    async def index_health(namespace: str = "default") -> IndexHealth:
+        """Report how the memory index of a namespace is doing.
+
+        Returns a one-word `status` (ok / warning / degraded) with `reasons`, the index kind (exact
+        'flat' or trained 'ivf'), vector counts, nlist/nprobe, the recall@10 it measured against
+        exact search, training details, capacity used, and memory and disk use. Use it when recall
+        results look wrong or before storing a very large amount of memory.
+        """
+        report = await _run(service.health, namespace=namespace)
+        return IndexHealth.model_validate(report)
+
+    @tool(
+        server,
+        title="Forget",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
+    )
+    async def forget(
+        ids: list[str] | None = None,
+        session: str | None = None,
+        namespace: str = "default",
+        confirm: bool = False,
+    ) -> ForgetResult:
+        """Delete memories for good: the events with the given `ids`, or every event of `session`.
+
+        Only when the user asks to forget something, or a memory is wrong. Pass exactly one of
+        `ids` or `session`, and `confirm=true` (without it nothing is deleted). If any id is
+        unknown, nothing is deleted. Returns how many events were removed and their ids.
+        """
+        removed = await _run(service.forget, ids=ids, session=session, namespace=namespace, confirm=confirm)
+        return ForgetResult(removed=len(removed), ids=removed)
 
     return server

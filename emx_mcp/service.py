@@ -1,8 +1,8 @@
 """The memory use cases. Owns one EventLog, one Encoder and one VectorIndex per namespace.
 
-Every change to an index goes through one path, `_catch_up`, which applies the events the log
-holds beyond the last seq the index has seen. `remember` commits to the log and then catches
-up; `recall` catches up before searching, so events written by another process are found too.
+Every change to an index goes through one path, `_catch_up`, which applies the events and the
+removals the log holds beyond the cursors the index has seen. Writes commit to the log and then
+catch up; reads catch up before searching, so changes made by another process are seen too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import structlog
@@ -22,11 +22,16 @@ import structlog
 from emx_mcp import validation
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Encoder, Vectors
-from emx_mcp.errors import StoreMismatch
+from emx_mcp.errors import InvalidInput, StoreMismatch
 from emx_mcp.storage.events import Event, EventLog, NewEvent
-from emx_mcp.storage.index import CorruptSnapshot, VectorIndex, snapshot_last_seq, write_atomic
+from emx_mcp.storage.index import CorruptSnapshot, Ids, Scores, VectorIndex, snapshot_header, write_atomic
 
 log = structlog.get_logger(__name__)
+
+MAX_BATCH_QUERIES = 256
+CAPACITY_WARNING = 0.8
+# Filters matching at most this many events are scored exactly from the log's embeddings.
+EXACT_FILTER_LIMIT = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +42,17 @@ class Hit:
 
 
 class MemoryService:
-    """Durable episodic memory: remember, recall, and the index bookkeeping behind them."""
+    """Durable episodic memory: remember, recall, forget, and the index bookkeeping behind them."""
 
     def __init__(self, settings: Settings, encoder: Encoder) -> None:
         self.settings = settings
         self.encoder = encoder
+        self.policy = settings.training_policy()
         self._log: EventLog | None = None
         self._dim = 0
         self._indexes: dict[str, VectorIndex] = {}
         self._applied_seq = 0
+        self._applied_forget = 0
         self._dirty: set[str] = set()
         self._unsaved = 0
         self._open_lock = threading.Lock()
@@ -78,13 +85,15 @@ class MemoryService:
         self._encode(["warm-up"])
 
     def close(self) -> None:
-        """Write final snapshots and close the log."""
+        """Wait for background work, write final snapshots and close the log."""
         with self._open_lock:
             if self._log is None:
                 return
             thread = self._snapshot_thread
             if thread is not None:
                 thread.join()
+            for index in self._indexes.values():
+                index.wait_idle()
             self.snapshot()
             self._log.close()
             self._log = None
@@ -98,6 +107,10 @@ class MemoryService:
         self.open()
         assert self._log is not None
         return self._log
+
+    def index(self, namespace: str) -> VectorIndex | None:
+        with self._index_lock:
+            return self._indexes.get(namespace)
 
     def _bind_model(self, event_log: EventLog) -> int:
         bound = event_log.bound_model()
@@ -132,8 +145,9 @@ class MemoryService:
         timestamp_ = validation.now() if timestamp is None else validation.timestamp(timestamp)
         self.open()
         vectors = self._encode([text_])
+        new = [NewEvent(text_, timestamp_, metadata_)]
         events = self.event_log.append(
-            namespace_, session_, [NewEvent(text_, timestamp_, metadata_)], vectors
+            namespace_, session_, new, vectors, max_events=self.settings.max_events
         )
         self._catch_up()
         return events
@@ -143,24 +157,134 @@ class MemoryService:
     ) -> list[Hit]:
         """The k stored events most similar to `query`, best first."""
         query_ = validation.text(query, self.settings.max_text_chars, what="query")
-        k_ = validation.k(k)
+        return self._search([query_], validation.k(k), session, namespace)[0]
+
+    def recall_batch(
+        self, queries: object, k: object = 5, session: object = None, namespace: object = "default"
+    ) -> list[list[Hit]]:
+        """`recall` for up to 256 queries with one encoder batch and one index search."""
+        if not isinstance(queries, list):
+            raise InvalidInput(f"queries must be a list of strings; got {type(queries).__name__}.")
+        if not 1 <= len(queries) <= MAX_BATCH_QUERIES:
+            raise InvalidInput(f"queries must hold 1 to {MAX_BATCH_QUERIES} strings; got {len(queries)}.")
+        checked = [
+            validation.text(q, self.settings.max_text_chars, what=f"queries[{i}]")
+            for i, q in enumerate(queries)
+        ]
+        return self._search(checked, validation.k(k), session, namespace)
+
+    def forget(
+        self,
+        ids: object = None,
+        session: object = None,
+        namespace: object = "default",
+        confirm: object = False,
+    ) -> list[str]:
+        """Remove events (by id, or a whole session) from the log and the index; return their ids."""
+        namespace_ = validation.namespace(namespace)
+        if confirm is not True:
+            raise InvalidInput("forget deletes memories for good; call it again with confirm=true.")
+        if (ids is None) == (session is None):
+            raise InvalidInput("pass either ids (a list of event ids) or session, not both and not neither.")
+        ids_: list[str] | None = None
+        if ids is not None:
+            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+                raise InvalidInput("ids must be a non-empty list of event id strings.")
+            ids_ = list(dict.fromkeys(ids))
+        session_ = None if session is None else validation.session(session)
+        self.open()
+        removed = self.event_log.forget(namespace_, ids_, session_)
+        self._catch_up()
+        return removed
+
+    def health(self, namespace: object = "default") -> dict[str, Any]:
+        """The index's own report plus capacity, disk use and a one-word status with reasons."""
+        namespace_ = validation.namespace(namespace)
+        self.open()
+        self._catch_up()
+        index = self.index(namespace_)
+        report: dict[str, Any] = (index or VectorIndex(self._dim, self.policy)).health()
+        stored = self.event_log.count(namespace_)
+        total = self.event_log.total()
+        snapshot = self._snapshot_path(namespace_)
+        report.update(
+            namespace=namespace_,
+            events_in_log=stored,
+            capacity={
+                "events": total,
+                "max_events": self.settings.max_events,
+                "used": round(total / self.settings.max_events, 4),
+            },
+            bytes_on_disk={
+                "event_log": self.event_log.size_bytes(),
+                "index_snapshot": snapshot.stat().st_size if snapshot.exists() else 0,
+            },
+        )
+        reasons, status = [], "ok"
+        if report["vectors"] != stored:
+            status = "degraded"
+            reasons.append(f"index holds {report['vectors']} vectors but the log {stored} events")
+        if report["last_training_error"]:
+            status = "degraded"
+            reasons.append(f"last training failed: {report['last_training_error']}")
+        if total >= CAPACITY_WARNING * self.settings.max_events:
+            status = "warning" if status == "ok" else status
+            reasons.append(f"{total:,} of {self.settings.max_events:,} events (EMX_MAX_EVENTS) used")
+        recall = report["measured_recall_at_10"]
+        if recall is not None and recall < self.policy.target_recall:
+            status = "warning" if status == "ok" else status
+            reasons.append(f"measured recall@10 {recall} is below the target {self.policy.target_recall}")
+        if report["retraining"]:
+            reasons.append("a retraining is in progress; reads and writes continue")
+        report.update(status=status, reasons=reasons)
+        return report
+
+    def _search(self, queries: list[str], k: int, session: object, namespace: object) -> list[list[Hit]]:
         namespace_ = validation.namespace(namespace)
         session_ = None if session is None else validation.session(session)
         self.open()
-        vectors = self._encode([query_])
+        vectors = self._encode(queries)
         self._catch_up()
-        with self._index_lock:
-            index = self._indexes.get(namespace_)
+        index = self.index(namespace_)
         if index is None or len(index) == 0:
-            return []
-        allowed = None if session_ is None else self.event_log.session_seqs(namespace_, session_)
-        scores, ids = index.search(vectors, k_, allowed)
-        found = self.event_log.by_seqs([int(i) for i in ids[0] if i >= 0])
+            return [[] for _ in queries]
+        if session_ is None:
+            scores, ids = index.search(vectors, k)
+        else:
+            scores, ids = self._filtered_search(
+                index, vectors, k, self.event_log.session_seqs(namespace_, session_)
+            )
+        found = self.event_log.by_seqs([int(i) for i in ids.ravel() if i >= 0])
         return [
-            Hit(found[int(seq)], float(score), "similarity")
-            for score, seq in zip(scores[0], ids[0], strict=True)
-            if int(seq) in found
+            [
+                Hit(found[int(seq)], float(score), "similarity")
+                for score, seq in zip(row_scores, row_ids, strict=True)
+                if int(seq) in found
+            ]
+            for row_scores, row_ids in zip(scores, ids, strict=True)
         ]
+
+    def _filtered_search(
+        self, index: VectorIndex, queries: Vectors, k: int, allowed: Ids
+    ) -> tuple[Scores, Ids]:
+        """Search among `allowed` seqs only.
+
+        A small candidate set is scored exactly from the stored embeddings: an IVF index probes
+        only the lists its nprobe was tuned for, which may hold none of a small set's vectors.
+        """
+        if len(allowed) > EXACT_FILTER_LIMIT:
+            return index.search(queries, k, allowed)
+        seqs, vectors = self.event_log.vectors_of(allowed, self._dim)
+        m = len(queries)
+        out_scores = np.full((m, k), -np.inf, dtype=np.float32)
+        out_ids = np.full((m, k), -1, dtype=np.int64)
+        if len(seqs):
+            sims = queries @ vectors.T  # (m, candidates)
+            top = min(k, len(seqs))
+            order = np.argsort(-sims, axis=1, kind="stable")[:, :top]
+            out_scores[:, :top] = np.take_along_axis(sims, order, axis=1)
+            out_ids[:, :top] = seqs[order]
+        return out_scores, out_ids
 
     # -- index maintenance --------------------------------------------------------------------
 
@@ -183,42 +307,64 @@ class MemoryService:
         for path in sorted(self.settings.index_dir.glob("*.emxidx")):
             namespace = path.stem
             try:
-                index = VectorIndex.load(path)
+                index = VectorIndex.load(path, self.policy)
             except CorruptSnapshot as exc:
                 log.warning(
                     "index snapshot unusable; rebuilding from the event log", path=str(path), reason=str(exc)
                 )
                 continue
-            consistent = (
-                index.dim == self._dim
-                and index.last_seq <= max_seq
-                and self._log.count(namespace, up_to_seq=index.last_seq) == len(index)
+            # What the log says the index should hold at its cursors: events up to last_seq, plus
+            # those forgotten since last_forget (still in the snapshot until replayed).
+            expected = self._log.count(namespace, up_to_seq=index.last_seq) + self._log.forgotten_count(
+                namespace, after_change=index.last_forget, up_to_seq=index.last_seq
             )
-            if not consistent:
+            if index.dim != self._dim or index.last_seq > max_seq or expected != len(index):
                 log.warning("index snapshot does not match the event log; rebuilding", path=str(path))
                 continue
             self._indexes[namespace] = index
         # A namespace without a usable snapshot replays from the start of the log.
         unloaded = set(self._log.namespaces()) - set(self._indexes)
-        loaded = [ix.last_seq for ix in self._indexes.values()]
-        self._applied_seq = 0 if unloaded or not loaded else min(loaded)
+        if unloaded or not self._indexes:
+            self._applied_seq = self._applied_forget = 0
+        else:
+            self._applied_seq = min(ix.last_seq for ix in self._indexes.values())
+            self._applied_forget = min(ix.last_forget for ix in self._indexes.values())
+
+    def _index_for(self, namespace: str) -> VectorIndex:
+        index = self._indexes.get(namespace)
+        if index is None:
+            index = self._indexes[namespace] = VectorIndex(self._dim, self.policy)
+        return index
 
     def _catch_up(self) -> None:
-        """Apply every logged event beyond what the indexes hold."""
+        """Apply every logged event and removal beyond what the indexes hold."""
         assert self._log is not None
         with self._index_lock:
+            changed = 0
             for seqs, namespaces, vectors in self._log.vectors_after(self._applied_seq, self._dim):
                 names = np.asarray(namespaces)
                 for namespace in set(namespaces):
-                    index = self._indexes.get(namespace)
-                    if index is None:
-                        index = self._indexes[namespace] = VectorIndex(self._dim)
+                    index = self._index_for(namespace)
                     mask = (names == namespace) & (seqs > index.last_seq)
                     if mask.any():
                         index.add(seqs[mask], vectors[mask])
                         self._dirty.add(namespace)
                 self._applied_seq = int(seqs[-1])
-                self._unsaved += len(seqs)
+                changed += len(seqs)
+            removals = self._log.forgotten_after(self._applied_forget)
+            for namespace in {ns for _, _, ns in removals}:
+                index = self._index_for(namespace)
+                gone = [seq for change, seq, ns in removals if ns == namespace and change > index.last_forget]
+                if gone:
+                    index.remove(np.array(gone, dtype=np.int64))
+                    self._dirty.add(namespace)
+            if removals:
+                self._applied_forget = removals[-1][0]
+                changed += len(removals)
+            for index in self._indexes.values():
+                index.last_seq = max(index.last_seq, self._applied_seq)
+                index.last_forget = max(index.last_forget, self._applied_forget)
+            self._unsaved += changed
             due = self._unsaved >= self.settings.snapshot_every
         if due:
             self._snapshot_in_background()
@@ -242,15 +388,22 @@ class MemoryService:
         """Write a snapshot of every namespace whose index changed since the last one."""
         with self._snapshot_lock:
             with self._index_lock:
-                blobs = {ns: (self._indexes[ns].to_bytes(), self._indexes[ns].last_seq) for ns in self._dirty}
+                blobs = {
+                    ns: (ix.to_bytes(), ix.last_seq, ix.last_forget)
+                    for ns, ix in self._indexes.items()
+                    if ns in self._dirty
+                }
                 self._dirty.clear()
                 self._unsaved = 0
             try:
                 with self._snapshot_file_lock():
-                    for namespace, (blob, last_seq) in blobs.items():
+                    for namespace, (blob, last_seq, last_forget) in blobs.items():
                         path = self._snapshot_path(namespace)
-                        on_disk = snapshot_last_seq(path)
-                        if on_disk is not None and on_disk >= last_seq:
+                        on_disk = snapshot_header(path) or {}
+                        if (
+                            on_disk.get("last_seq", -1) >= last_seq
+                            and on_disk.get("last_forget", -1) >= last_forget
+                        ):
                             continue  # another process already wrote one at least as new
                         write_atomic(path, blob)
             except BaseException:

@@ -100,3 +100,59 @@ async def test_k_out_of_range(client: Client, k: int) -> None:
 
 async def test_recall_on_empty_store_returns_nothing(client: Client) -> None:
     assert (await call(client, "recall", query="anything"))["results"] == []
+
+
+async def test_new_tools_are_annotated(client: Client) -> None:
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    for name in ("recall", "recall_batch", "index_health"):
+        annotations = tools[name].annotations
+        assert annotations is not None and annotations.read_only_hint is True, name
+    forget = tools["forget"].annotations
+    assert forget is not None and forget.destructive_hint is True and forget.read_only_hint is False
+    health_schema = tools["index_health"].output_schema
+    assert health_schema is not None and "measured_recall_at_10" in health_schema["properties"]
+
+
+async def test_recall_batch_tool(client: Client) -> None:
+    texts = ["Rotate the TLS certificates in March.", "The cat is called Miso.", "Backups run at 02:00."]
+    ids = [(await call(client, "remember", text=t))["events"][0]["id"] for t in texts]
+    out = await call(client, "recall_batch", queries=[texts[2], texts[0]], k=1)
+    assert [[r["id"] for r in rows] for rows in out["results"]] == [[ids[2]], [ids[0]]]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "mentions"),
+    [
+        ({"queries": []}, "1 to 256"),
+        ({"queries": ["q"] * 257}, "1 to 256"),
+        ({"queries": "one string"}, "queries"),
+        ({"queries": ["ok", ""]}, "queries[1]"),
+        ({"queries": ["ok"], "k": 0}, "k must be between 1 and 100"),
+    ],
+)
+async def test_recall_batch_bad_input(client: Client, arguments: dict[str, Any], mentions: str) -> None:
+    assert mentions in await error_text(client, "recall_batch", **arguments)
+
+
+async def test_forget_tool(client: Client, service: MemoryService) -> None:
+    first = (await call(client, "remember", text="The wifi password is hunter2."))["events"][0]
+    await call(client, "remember", text="Standup is at 9:30.", session=first["session"])
+    refused = await error_text(client, "forget", ids=[first["id"]])
+    assert "confirm=true" in refused and service.event_log.count() == 2
+    unknown = await error_text(client, "forget", ids=[first["id"], "nope"], confirm=True)
+    assert "nope" in unknown and service.event_log.count() == 2
+    out = await call(client, "forget", ids=[first["id"]], confirm=True)
+    assert out == {"removed": 1, "ids": [first["id"]]}
+    found = await call(client, "recall", query="wifi password", k=5)
+    assert all(r["id"] != first["id"] for r in found["results"])
+    out = await call(client, "forget", session=first["session"], confirm=True)
+    assert out["removed"] == 1 and service.event_log.count() == 0
+
+
+async def test_index_health_tool(client: Client) -> None:
+    await call(client, "remember", text="one memory")
+    health = await call(client, "index_health")
+    assert health["status"] == "ok" and health["kind"] == "flat"
+    assert health["vectors"] == health["events_in_log"] == 1
+    assert health["capacity"]["events"] == 1
+    assert "namespace" in await error_text(client, "index_health", namespace="bad/ns")

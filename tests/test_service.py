@@ -8,8 +8,9 @@ import pytest
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder, Vectors
-from emx_mcp.errors import InvalidInput, StoreMismatch
+from emx_mcp.errors import CapacityExceeded, InvalidInput, NotFound, StoreMismatch
 from emx_mcp.service import MemoryService
+from emx_mcp.storage.index import snapshot_header
 
 
 class CountingEncoder(HashingEncoder):
@@ -140,9 +141,8 @@ def test_snapshot_is_written_every_n_events(tmp_path: Path) -> None:
     thread = svc._snapshot_thread
     assert thread is not None
     thread.join()
-    from emx_mcp.storage.index import snapshot_last_seq
-
-    assert (snapshot_last_seq(settings.index_dir / "default.emxidx") or 0) >= 5
+    header = snapshot_header(settings.index_dir / "default.emxidx")
+    assert header is not None and header["last_seq"] >= 5
     svc.close()
 
 
@@ -189,3 +189,134 @@ def test_vectors_are_unit_float32(service: MemoryService) -> None:
     _, _, vectors = next(service.event_log.vectors_after(0, dim=64))
     assert vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+# -- forget, capacity, batches, health ----------------------------------------------------------
+
+
+def test_forget_by_id_and_by_session(service: MemoryService) -> None:
+    ids = fill(service)
+    other = service.remember("a different session about gardening", session="g")[0]
+    assert sorted(service.forget(ids=ids[:3], confirm=True)) == sorted(ids[:3])
+    assert service.event_log.count() == len(TEXTS) - 3 + 1 and len(service) == len(TEXTS) - 2
+    assert all(h.event.id not in ids[:3] for h in service.recall(TEXTS[0], k=50))
+    assert service.forget(session="g", confirm=True) == [other.id]
+    assert service.recall("gardening session", k=50, session="g") == []
+    assert service.health()["status"] == "ok"
+
+
+def test_forget_refuses_without_confirmation_or_target(service: MemoryService) -> None:
+    ids = fill(service, TEXTS[:2])
+    with pytest.raises(InvalidInput, match="confirm=true"):
+        service.forget(ids=ids)
+    with pytest.raises(InvalidInput, match="either ids"):
+        service.forget(confirm=True)
+    with pytest.raises(InvalidInput, match="either ids"):
+        service.forget(ids=ids, session="s", confirm=True)
+    with pytest.raises(InvalidInput, match="list of event id"):
+        service.forget(ids="abc", confirm=True)
+    assert service.event_log.count() == 2
+
+
+def test_forget_with_an_unknown_id_removes_nothing(service: MemoryService) -> None:
+    ids = fill(service, TEXTS[:3])
+    with pytest.raises(NotFound, match="no-such-id"):
+        service.forget(ids=[ids[0], "no-such-id"], confirm=True)
+    with pytest.raises(NotFound):
+        service.forget(ids=[ids[0]], namespace="elsewhere", confirm=True)
+    assert service.event_log.count() == 3 and len(service) == 3
+
+
+def test_forgotten_events_stay_gone_after_restart(settings: Settings) -> None:
+    first = reopen(settings)
+    ids = fill(first)
+    first.snapshot()  # the snapshot still holds the events forgotten below
+    first.forget(ids=ids[:5], confirm=True)
+    first.event_log.close()  # crash: no snapshot after the forget
+    second = reopen(settings)
+    assert len(second) == len(TEXTS) - 5
+    assert all(h.event.id not in ids[:5] for h in second.recall(TEXTS[1], k=50))
+    second.close()
+    third = reopen(settings)  # and from the snapshot written on close
+    assert len(third) == len(TEXTS) - 5
+    third.close()
+
+
+def test_forget_in_one_process_is_seen_by_another(settings: Settings) -> None:
+    a, b = reopen(settings), reopen(settings)
+    ids = fill(a, TEXTS[:4])
+    assert b.recall(TEXTS[2], k=1)[0].event.id == ids[2]
+    a.forget(ids=[ids[2]], confirm=True)
+    assert all(h.event.id != ids[2] for h in b.recall(TEXTS[2], k=10))
+    a.close()
+    b.close()
+
+
+def test_capacity_limit(tmp_path: Path) -> None:
+    svc = reopen(Settings(data_dir=tmp_path, max_events=10))
+    ids = fill(svc, TEXTS[:8])
+    health = svc.health()
+    assert health["status"] == "warning" and any("EMX_MAX_EVENTS" in r for r in health["reasons"])
+    fill(svc, TEXTS[8:10])
+    with pytest.raises(CapacityExceeded, match="EMX_MAX_EVENTS is 10"):
+        svc.remember("one too many")
+    assert svc.event_log.count() == 10 and svc.event_log.total() == 10
+    assert svc.recall(TEXTS[3], k=1)[0].event.id == ids[3]  # reads still work
+    svc.forget(ids=ids[:1], confirm=True)
+    svc.remember("room again")  # forgetting frees capacity
+    assert svc.event_log.total() == 10
+    svc.close()
+
+
+def test_recall_batch_matches_single_recalls(service: MemoryService) -> None:
+    fill(service)
+    queries = [TEXTS[3], "deployment port", TEXTS[11]]
+    batch = service.recall_batch(queries, k=4)
+    assert len(batch) == 3
+    for query, hits in zip(queries, batch, strict=True):
+        assert [h.event.id for h in hits] == [h.event.id for h in service.recall(query, k=4)]
+
+
+def test_recall_batch_limits(service: MemoryService) -> None:
+    with pytest.raises(InvalidInput, match="1 to 256"):
+        service.recall_batch([])
+    with pytest.raises(InvalidInput, match="1 to 256"):
+        service.recall_batch(["q"] * 257)
+    with pytest.raises(InvalidInput, match="list of strings"):
+        service.recall_batch("just one string")
+    with pytest.raises(InvalidInput, match=r"queries\[1\]"):
+        service.recall_batch(["fine", ""])
+    assert service.recall_batch(["q"] * 256, k=1) == [[] for _ in range(256)]
+
+
+def test_health_reports_the_index(service: MemoryService) -> None:
+    fill(service)
+    health = service.health()
+    assert health["kind"] == "flat" and health["vectors"] == health["events_in_log"] == len(TEXTS)
+    assert health["buffered"] == len(TEXTS) and health["measured_recall_at_10"] == 1.0
+    assert health["status"] == "ok" and health["reasons"] == []
+    assert health["bytes_on_disk"]["event_log"] > 0 and health["bytes_in_memory"] >= len(TEXTS) * 64 * 4
+    assert service.health("unused-namespace")["vectors"] == 0
+
+
+def test_service_trains_ivf_and_survives_restart(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, index_train_at=200)
+    svc = reopen(settings)
+    texts = [f"entry {i} about {w} and {v}" for i in range(260) for w, v in [(i % 17, i % 23)]]
+    for t in texts:
+        svc.remember(t, session="s")
+    index = svc.index("default")
+    assert index is not None and index.wait_idle(60)
+    assert svc.health()["kind"] == "ivf"
+    svc.close()
+    again = reopen(settings)
+    health = again.health()
+    assert health["kind"] == "ivf" and health["vectors"] == 260 and health["status"] in {"ok", "warning"}
+    hits = again.recall(texts[100], k=1)
+    assert hits[0].event.text == texts[100]
+    # A session filter on a trained index still finds every event of a small session, exactly.
+    small = [again.remember(t, session="small")[0].id for t in ("entry alpha", "entry beta", "gamma ray")]
+    hits = again.recall("entry", k=10, session="small")
+    assert {h.event.id for h in hits} == set(small)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    again.close()

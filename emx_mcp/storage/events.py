@@ -2,7 +2,9 @@
 
 One row per event. `seq` is assigned by SQLite (AUTOINCREMENT, so never reused) inside a
 write transaction; since SQLite serialises writers, seq order is commit order, which is what
-lets every index catch up by asking for "everything after the last seq I hold".
+lets every index catch up by asking for "everything after the last seq I hold". Forgetting
+deletes the rows and appends to `forgotten`, whose `change` numbers play the same role for
+removals.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import StoreMismatch
+from emx_mcp.errors import CapacityExceeded, NotFound, StoreMismatch
 
 SCHEMA_VERSION = 1
 
@@ -42,6 +44,16 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (namespace, session, position)
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (namespace, timestamp);
+CREATE TABLE IF NOT EXISTS forgotten (
+    change    INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq       INTEGER NOT NULL,
+    namespace TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters (key, value) SELECT 'events', COUNT(*) FROM events;
 """
 
 _COLUMNS = "seq, id, namespace, session, position, timestamp, text, metadata"
@@ -133,13 +145,29 @@ class EventLog:
     # -- writes -------------------------------------------------------------------------------
 
     def append(
-        self, namespace: str, session: str, items: Sequence[NewEvent], vectors: Vectors
+        self,
+        namespace: str,
+        session: str,
+        items: Sequence[NewEvent],
+        vectors: Vectors,
+        max_events: int | None = None,
     ) -> list[Event]:
-        """Store `items` at the end of `session` in one transaction; return them once committed."""
+        """Store `items` at the end of `session` in one transaction; return them once committed.
+
+        With `max_events`, refuse (writing nothing) if the store would then hold more events.
+        """
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} events but {len(vectors)} vectors")
         blobs = [np.ascontiguousarray(v, dtype=np.float32).tobytes() for v in vectors]
         with self._transaction():
+            (total,) = self._conn.execute(
+                "UPDATE counters SET value = value + ? WHERE key = 'events' RETURNING value", (len(items),)
+            ).fetchone()
+            if max_events is not None and total > max_events:
+                raise CapacityExceeded(
+                    f"the store holds {total - len(items):,} events and EMX_MAX_EVENTS is {max_events:,}; "
+                    "forget sessions you no longer need, or raise EMX_MAX_EVENTS."
+                )
             (start,) = self._conn.execute(
                 "SELECT COALESCE(MAX(position) + 1, 0) FROM events WHERE namespace = ? AND session = ?",
                 (namespace, session),
@@ -170,6 +198,73 @@ class EventLog:
         return stored
 
     # -- reads --------------------------------------------------------------------------------
+
+    def forget(self, namespace: str, event_ids: Sequence[str] | None, session: str | None) -> list[str]:
+        """Delete the named events, or a whole session, in one transaction; return the ids removed.
+
+        If any of `event_ids` is not an event of `namespace`, nothing is deleted (NotFound).
+        """
+        with self._transaction():
+            if event_ids is not None:
+                rows = []
+                for start in range(0, len(event_ids), 500):
+                    chunk = list(event_ids[start : start + 500])
+                    marks = ",".join("?" * len(chunk))
+                    rows += self._conn.execute(
+                        f"SELECT seq, id FROM events WHERE namespace = ? AND id IN ({marks})",
+                        [namespace, *chunk],
+                    ).fetchall()
+                unknown = sorted(set(event_ids) - {event_id for _, event_id in rows})
+                if unknown:
+                    shown = ", ".join(unknown[:5]) + (
+                        f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                    )
+                    raise NotFound(
+                        f"no event with id {shown} in namespace {namespace!r}; nothing was forgotten."
+                    )
+            else:
+                rows = self._conn.execute(
+                    "SELECT seq, id FROM events WHERE namespace = ? AND session = ?", (namespace, session)
+                ).fetchall()
+            self._conn.executemany("DELETE FROM events WHERE seq = ?", [(seq,) for seq, _ in rows])
+            self._conn.executemany(
+                "INSERT INTO forgotten (seq, namespace) VALUES (?, ?)", [(seq, namespace) for seq, _ in rows]
+            )
+            self._conn.execute("UPDATE counters SET value = value - ? WHERE key = 'events'", (len(rows),))
+        return [event_id for _, event_id in rows]
+
+    def forgotten_after(self, change: int) -> list[tuple[int, int, str]]:
+        """(change, seq, namespace) of removals recorded after `change`, in order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT change, seq, namespace FROM forgotten WHERE change > ? ORDER BY change", (change,)
+            ).fetchall()
+        return [(int(c), int(s), str(n)) for c, s, n in rows]
+
+    def forgotten_count(self, namespace: str, after_change: int, up_to_seq: int) -> int:
+        with self._lock:
+            (n,) = self._conn.execute(
+                "SELECT COUNT(*) FROM forgotten WHERE namespace = ? AND change > ? AND seq <= ?",
+                (namespace, after_change, up_to_seq),
+            ).fetchone()
+        return int(n)
+
+    def max_forget(self) -> int:
+        with self._lock:
+            (value,) = self._conn.execute("SELECT COALESCE(MAX(change), 0) FROM forgotten").fetchone()
+        return int(value)
+
+    def total(self) -> int:
+        """Number of events in the whole store, from a counter kept in step with every write."""
+        with self._lock:
+            (value,) = self._conn.execute("SELECT value FROM counters WHERE key = 'events'").fetchone()
+        return int(value)
+
+    def size_bytes(self) -> int:
+        """The database file and its write-ahead log, on disk."""
+        return sum(
+            p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists()
+        )
 
     def max_seq(self) -> int:
         with self._lock:
@@ -218,6 +313,22 @@ class EventLog:
                 "SELECT seq FROM events WHERE namespace = ? AND session = ?", (namespace, session)
             ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_of(self, seqs: npt.NDArray[np.int64], dim: int) -> tuple[npt.NDArray[np.int64], Vectors]:
+        """(seqs, vectors (n, dim)) of the events among `seqs` that still exist."""
+        found_seqs: list[int] = []
+        blobs: list[bytes] = []
+        with self._lock:
+            for start in range(0, len(seqs), 500):
+                chunk = [int(s) for s in seqs[start : start + 500]]
+                marks = ",".join("?" * len(chunk))
+                for seq, blob in self._conn.execute(
+                    f"SELECT seq, embedding FROM events WHERE seq IN ({marks})", chunk
+                ):
+                    found_seqs.append(seq)
+                    blobs.append(blob)
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+        return np.array(found_seqs, dtype=np.int64), vectors
 
     def vectors_after(
         self, after_seq: int, dim: int, batch: int = 20_000
