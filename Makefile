@@ -41,7 +41,10 @@ pytest: install $(INSPECTOR)
 test: lint typecheck pytest
 
 bench: install
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python benchmarks/ingest_recall.py
+	$(BIN)/python benchmarks/index_quality.py
+	$(BIN)/python benchmarks/batch_search.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

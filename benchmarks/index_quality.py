@@ -96,17 +96,22 @@ def raw_ivf(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, target: fl
     index.train(base[rng.choice(n, training_sample_size(n, nlist), replace=False)])
     index.add(base)
     build_s = time.perf_counter() - start
-    sweep = []
-    chosen = nlist
-    for nprobe in sorted({1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, nlist}):
-        if nprobe > nlist:
-            continue
-        index.nprobe = nprobe
-        r = recall(truth, index.search(queries, K)[1])
-        sweep.append((nprobe, r))
-        if r >= target:
-            chosen = nprobe
-            break
+    sweep: dict[int, float] = {}
+
+    def measure(nprobe: int) -> float:
+        if nprobe not in sweep:
+            index.nprobe = nprobe
+            sweep[nprobe] = recall(truth, index.search(queries, K)[1])
+        return sweep[nprobe]
+
+    # Smallest nprobe reaching the target: doubling, then bisection (the hand tuning, done exactly).
+    low, high = 0, 1
+    while measure(high) < target and high < nlist:
+        low, high = high, min(nlist, high * 2)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if measure(mid) >= target else (mid, high)
+    chosen = high
     index.nprobe = chosen
     return {
         "nlist": nlist,
@@ -114,7 +119,7 @@ def raw_ivf(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, target: fl
         "build_s": round(build_s, 2),
         "held_out_recall_at_10": round(recall(truth, index.search(queries, K)[1]), 4),
         "single": single_latencies(lambda q: index.search(q, K), queries),
-        "sweep": [{"nprobe": p, "recall": round(r, 4)} for p, r in sweep],
+        "sweep": [{"nprobe": p, "recall": round(r, 4)} for p, r in sorted(sweep.items())],
     }
 
 

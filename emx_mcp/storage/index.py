@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import threading
@@ -45,7 +46,15 @@ log = structlog.get_logger(__name__)
 Ids = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]
 
-_MAGIC = b"EMXIDX2\n"
+# Once trained, new vectors wait in an exact flat index of at most this many and are then assigned
+# to their lists together: one matrix product instead of a pass over every centroid per vector.
+DELTA_MAX = 512
+
+# Below this many rows, FAISS runs on the calling thread alone: single queries and adds are faster
+# that way, and immune to OpenMP threads spin-waiting when the other core is busy.
+SMALL_BATCH = 32
+
+_MAGIC = b"EMXIDX3\n"
 _HEADER_LEN = struct.Struct("<Q")
 RECALL_K = 10
 
@@ -114,6 +123,29 @@ class _Build:
     """Adds and removes that reach the live index while a new one is being built."""
 
     ops: list[tuple[Ids, Vectors | None]] = field(default_factory=list)  # vectors None: a removal
+
+
+@contextmanager
+def _threads_for(rows: int) -> Iterator[None]:
+    """One FAISS thread for small calls; FAISS's thread count is per calling thread."""
+    if rows >= SMALL_BATCH:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def _merge(s1: Scores, i1: Ids, s2: Scores, i2: Ids, k: int) -> tuple[Scores, Ids]:
+    """The k best of two result sets per query row; missing results (-1) sort last."""
+    scores = np.hstack([s1, s2])
+    ids = np.hstack([i1, i2])
+    scores[ids < 0] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 def _utc_now() -> str:
@@ -221,6 +253,8 @@ class VectorIndex:
         self.state = IndexState()
         # faiss.IndexIDMap over a flat index (untrained), or a faiss.IndexIVF subclass (trained).
         self._live: Any = _flat(dim)
+        # Trained only: recent vectors not yet assigned to lists, searched exactly beside the IVF.
+        self._delta: Any = _flat(dim)
         self._probe_ids: Ids = np.zeros(0, dtype=np.int64)
         self._probes: Vectors = np.zeros((0, dim), dtype=np.float32)
         self._lock = _ReadWriteLock()
@@ -232,7 +266,7 @@ class VectorIndex:
     # -- properties ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return int(self._live.ntotal)
+        return int(self._live.ntotal) + int(self._delta.ntotal)
 
     @property
     def trained(self) -> bool:
@@ -254,11 +288,22 @@ class VectorIndex:
             )
         if len(ids) == 0:
             return
-        with self._lock.write():
-            self._live.add_with_ids(vectors, ids)
+        with self._lock.write(), _threads_for(len(ids)):
+            if self.trained and len(ids) < DELTA_MAX:
+                self._delta.add_with_ids(vectors, ids)
+                if self._delta.ntotal >= DELTA_MAX:
+                    self._fold_delta()
+            else:
+                self._live.add_with_ids(vectors, ids)
             if self._build is not None:
                 self._build.ops.append((ids, vectors))
         self._maybe_maintain()
+
+    def _fold_delta(self) -> None:
+        """Move the delta's vectors into their inverted lists. Caller holds the write lock."""
+        ids, vectors = _extract(self._delta, self.dim)
+        self._live.add_with_ids(vectors, ids)
+        self._delta.reset()
 
     def remove(self, ids: Ids) -> int:
         """Remove the given ids; return how many were present."""
@@ -266,7 +311,8 @@ class VectorIndex:
         if len(ids) == 0:
             return 0
         with self._lock.write():
-            removed = int(self._live.remove_ids(faiss.IDSelectorBatch(ids)))
+            selector = faiss.IDSelectorBatch(ids)
+            removed = int(self._live.remove_ids(selector)) + int(self._delta.remove_ids(selector))
             if self._build is not None:
                 self._build.ops.append((ids, None))
         return removed
@@ -290,14 +336,20 @@ class VectorIndex:
                 m = len(queries)
                 return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
             selector = faiss.IDSelectorBatch(allowed)
-        with self._lock.read():
-            params: Any = None
-            if self.trained:
-                params = faiss.SearchParametersIVF(nprobe=self.state.nprobe, sel=selector)  # type: ignore[call-arg]
-            elif selector is not None:
-                params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        flat_params = None if selector is None else faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        with self._lock.read(), _threads_for(len(queries)):
+            if not self.trained:
+                return self._live.search(queries, k, params=flat_params)  # type: ignore[no-any-return]
+            nprobe = self.state.nprobe
+            if allowed is not None and len(self):
+                # A filter keeps a fraction of each list; probe more lists to see as many candidates.
+                nprobe = min(int(self._live.nlist), math.ceil(nprobe * len(self) / len(allowed)))
+            params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector)  # type: ignore[call-arg]
             scores, ids = self._live.search(queries, k, params=params)
-        return scores, ids
+            if self._delta.ntotal == 0:
+                return scores, ids
+            d_scores, d_ids = self._delta.search(queries, min(k, int(self._delta.ntotal)), params=flat_params)
+        return _merge(scores, ids, d_scores, d_ids, k)
 
     def list_sizes(self) -> npt.NDArray[np.int64] | None:
         with self._lock.read():
@@ -318,7 +370,9 @@ class VectorIndex:
             n = len(self)
             if self.trained:
                 entry = int(self._live.code_size) + 8
-                extra = int(self._live.nlist) * self.dim * 4
+                extra = int(self._live.nlist) * self.dim * 4 + int(self._delta.ntotal) * (
+                    self.dim * 4 + 8 - entry
+                )
             else:
                 entry, extra = self.dim * 4 + 8, 0
         return n * entry + extra + self._probes.nbytes + self._probe_ids.nbytes
@@ -331,7 +385,7 @@ class VectorIndex:
             "kind": "ivf" if trained else "flat",
             "index_type": self.policy.kind if trained else "flat",
             "vectors": len(self),
-            "buffered": 0 if trained else len(self),
+            "buffered": int(self._delta.ntotal) if trained else len(self),
             "train_at": self.policy.train_at,
             "nlist": int(self._live.nlist) if trained else 0,
             "nprobe": state["nprobe"] if trained else 0,
@@ -417,6 +471,9 @@ class VectorIndex:
             # A consistent copy: writers wait while it is taken (searches go on); from here on
             # they also record what they do, to be replayed on the new index.
             ids, vectors = _extract(self._live, self.dim)
+            if self._delta.ntotal:
+                delta_ids, delta_vectors = _extract(self._delta, self.dim)
+                ids, vectors = np.concatenate([ids, delta_ids]), np.concatenate([vectors, delta_vectors])
             self._build = _Build()
         n = len(ids)
         nlist = nlist_for(n)
@@ -443,13 +500,14 @@ class VectorIndex:
                     new.add_with_ids(op_vectors, op_ids)
                 else:
                     new.remove_ids(faiss.IDSelectorBatch(op_ids))
-            if new.ntotal != self._live.ntotal:
+            if new.ntotal != len(self):
                 self.state.last_training_error = (
-                    f"refused swap: new index has {new.ntotal} vectors, live index {self._live.ntotal}"
+                    f"refused swap: new index has {new.ntotal} vectors, live index {len(self)}"
                 )
                 log.error("index training refused", reason=self.state.last_training_error)
                 return
             self._live = new
+            self._delta.reset()  # its vectors were copied above or replayed from the log of ops
             self._probe_ids, self._probes = probe_ids, probes
             self.state.nprobe, self.state.measured_recall_at_10 = nprobe, round(recall, 4)
             self.state.recall_measured_at = self.state.trained_at = _utc_now()
@@ -476,6 +534,7 @@ class VectorIndex:
         with self._lock.read():
             sections = [
                 faiss.serialize_index(self._live).tobytes(),
+                faiss.serialize_index(self._delta).tobytes(),
                 self._probe_ids.tobytes(),
                 self._probes.tobytes(),
             ]
@@ -500,23 +559,29 @@ class VectorIndex:
         if hashlib.sha256(payload).hexdigest() != header["sha256"]:
             raise CorruptSnapshot("checksum mismatch")
         lengths = header["sections"]
-        if not isinstance(lengths, list) or len(lengths) != 3 or sum(lengths) != len(payload):
+        if not isinstance(lengths, list) or len(lengths) != 4 or sum(lengths) != len(payload):
             raise CorruptSnapshot("section lengths do not match the payload")
-        a, b = lengths[0], lengths[0] + lengths[1]
+        a, b, c = np.cumsum(lengths[:3]).tolist()
         dim = int(header["dim"])
         try:
             live = faiss.deserialize_index(np.frombuffer(payload[:a], dtype=np.uint8))
-            probe_ids = np.frombuffer(payload[a:b], dtype=np.int64).copy()
-            probes = np.frombuffer(payload[b:], dtype=np.float32).reshape(-1, dim).copy()
+            delta = faiss.deserialize_index(np.frombuffer(payload[a:b], dtype=np.uint8))
+            probe_ids = np.frombuffer(payload[b:c], dtype=np.int64).copy()
+            probes = np.frombuffer(payload[c:], dtype=np.float32).reshape(-1, dim).copy()
         except (RuntimeError, ValueError) as exc:
             raise CorruptSnapshot(f"unreadable payload: {exc}") from exc
-        if live.d != dim or live.ntotal != header["count"] or len(probes) != len(probe_ids):
+        consistent = (
+            live.d == dim == delta.d
+            and live.ntotal + delta.ntotal == header["count"]
+            and len(probes) == len(probe_ids)
+        )
+        if not consistent:
             raise CorruptSnapshot("header does not match the payload")
         policy = policy or TrainingPolicy()
         if header["trained"] and header["kind"] != policy.kind:
             raise CorruptSnapshot(f"snapshot holds a {header['kind']} index; {policy.kind} is configured")
         index = cls(dim, policy)
-        index._live = live
+        index._live, index._delta = live, delta
         index._probe_ids, index._probes = probe_ids, probes
         index.last_seq, index.last_forget = int(header["last_seq"]), int(header["last_forget"])
         index.state = IndexState(**header["state"])

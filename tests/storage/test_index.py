@@ -10,6 +10,7 @@ import pytest
 from emx_mcp.embedding import normalize
 from emx_mcp.storage import index as index_module
 from emx_mcp.storage.index import (
+    DELTA_MAX,
     CorruptSnapshot,
     VectorIndex,
     _exact_neighbours,
@@ -316,3 +317,41 @@ def test_memory_per_vector_is_close_to_the_raw_vectors() -> None:
     index.wait_idle(120)
     assert index.trained
     assert index.memory_bytes() / 30_000 <= 1.3 * dim * 4
+
+
+def test_adds_after_training_wait_in_an_exact_delta_then_fold() -> None:
+    vectors = clustered(3000, 16, seed=9)
+    index = VectorIndex(16, TrainingPolicy(train_at=2000))
+    index.add(np.arange(2000), vectors[:2000])
+    index.wait_idle(60)
+    assert index.trained and index.health()["buffered"] == 0
+    for i in range(2000, 2000 + DELTA_MAX - 1):
+        index.add(np.array([i]), vectors[i : i + 1])
+    assert index.health()["buffered"] == DELTA_MAX - 1
+    _, found = index.search(vectors[2000 : 2000 + DELTA_MAX - 1], 1)
+    assert (found[:, 0] == np.arange(2000, 2000 + DELTA_MAX - 1)).all()
+    index.add(np.array([2000 + DELTA_MAX - 1]), vectors[2000 + DELTA_MAX - 1 : 2000 + DELTA_MAX])
+    assert index.health()["buffered"] == 0 and len(index) == 2000 + DELTA_MAX
+    _, found = index.search(vectors[: 2000 + DELTA_MAX], 1)
+    assert (found[:, 0] == np.arange(2000 + DELTA_MAX)).mean() > 0.99
+
+
+def test_delta_survives_snapshot_remove_and_retraining(tmp_path: Path) -> None:
+    vectors = clustered(4500, 16, seed=10)
+    index = VectorIndex(16, TrainingPolicy(train_at=2000))
+    index.add(np.arange(2000), vectors[:2000])
+    index.wait_idle(60)
+    for i in range(2000, 2100):
+        index.add(np.array([i]), vectors[i : i + 1])
+    assert index.remove(np.array([2050, 5])) == 2
+    index.save(tmp_path / "d.emxidx")
+    loaded = VectorIndex.load(tmp_path / "d.emxidx", TrainingPolicy(train_at=2000))
+    assert len(loaded) == 2098 and loaded.health()["buffered"] == 99
+    # Growing past double retrains; vectors that were in the delta must all come through.
+    loaded.add(np.arange(2100, 4500), vectors[2100:4500])
+    loaded.wait_idle(60)
+    ids, _ = _extract(loaded._live, 16)
+    delta_ids, _ = _extract(loaded._delta, 16)
+    everything = sorted(ids.tolist() + delta_ids.tolist())
+    assert everything == sorted(set(range(4500)) - {2050, 5})
+    assert loaded.health()["training"]["trainings"] == 2
