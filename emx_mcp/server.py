@@ -15,8 +15,7 @@ from pydantic import BaseModel, Field
 
 from emx_mcp import __version__
 from emx_mcp.errors import EmxError
-from emx_mcp.service import Hit, MemoryService
-from emx_mcp.storage.events import Event
+from emx_mcp.service import Episode, Hit, MemoryService
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,10 +34,15 @@ class StoredEvent(BaseModel):
     session: str = Field(description="Session id; pass it to later `remember` calls of the same task.")
     position: int = Field(description="0-based place of the event in its session.")
     timestamp: str = Field(description="ISO 8601, UTC.")
+    sentences: int = Field(description="Sentences in this episode.")
+    surprise: float | None = Field(
+        description="How surprising the episode's first sentence was after the previous one (the boundary "
+        "score, 0 to 2); null for the first episode of a call."
+    )
 
 
 class RememberResult(BaseModel):
-    events: list[StoredEvent]
+    events: list[StoredEvent] = Field(description="One item per episode, in order.")
 
 
 class RecalledEvent(BaseModel):
@@ -126,13 +130,16 @@ class IndexHealth(BaseModel):
     capacity: Capacity
 
 
-def _stored(event: Event) -> StoredEvent:
+def _stored(episode: Episode) -> StoredEvent:
+    e = episode.event
     return StoredEvent(
-        id=event.id,
-        text=event.text,
-        session=event.session,
-        position=event.position,
-        timestamp=event.timestamp,
+        id=e.id,
+        text=e.text,
+        session=e.session,
+        position=e.position,
+        timestamp=e.timestamp,
+        sentences=episode.sentences,
+        surprise=None if episode.surprise is None else round(episode.surprise, 4),
     )
 
 
@@ -194,11 +201,12 @@ def build_server(service: MemoryService) -> MCPServer:
     ) -> RememberResult:
         """Store something that happened so it can be recalled later, in this or a future conversation.
 
-        Use it for decisions, facts learned, outcomes of actions, and user preferences. `session`
-        groups the events of one task: omit it to start a new session, then pass the returned
-        session id on later calls. `metadata` is an optional JSON object kept with the event;
-        `timestamp` is ISO 8601 (default: now, UTC). Returns the stored events with their ids and
-        positions; the call returns only once the memory is durably on disk.
+        Use it for decisions, facts learned, outcomes of actions, and user preferences. Long text is
+        cut into episodes where the topic shifts; short text stays one episode. `session` groups
+        the events of one task: omit it to start a new session, then pass the returned session id
+        on later calls. `metadata` is an optional JSON object kept with every episode; `timestamp`
+        is ISO 8601 (default: now, UTC). Returns one item per episode with its id, position and
+        boundary surprise; the call returns only once everything is durably on disk.
         """
         events = await _run(
             service.remember,
@@ -216,15 +224,35 @@ def build_server(service: MemoryService) -> MCPServer:
         annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
     )
     async def recall(
-        query: str, k: int = 5, session: str | None = None, namespace: str = "default"
+        query: str,
+        k: int = 5,
+        session: str | None = None,
+        namespace: str = "default",
+        contiguity: int = 1,
+        since: str | None = None,
+        until: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> RecallResult:
-        """Find the stored memories most similar in meaning to `query`, best first.
+        """Find the stored memories most similar in meaning to `query`, with what happened around them.
 
-        Use it before answering questions that earlier work may have settled. `k` (1-100) is how
-        many to return; `session` restricts the search to one session. Each result carries the
-        text, a cosine similarity `score`, its session, position and timestamp, and its metadata.
+        Use it before answering questions that earlier work may have settled. Returns the `k`
+        (1-100) most similar episodes, best first (`via: "similarity"`); after each, its
+        neighbouring episodes in the same session (`via: "contiguity"`, `contiguity` on each side,
+        0-5, default 1; 0 turns it off), never the same episode twice. Optional filters: `session`,
+        `since` / `until` (ISO 8601, inclusive) and `metadata` (exact match on top-level keys).
+        A filter that matches nothing gives an empty list.
         """
-        hits = await _run(service.recall, query=query, k=k, session=session, namespace=namespace)
+        hits = await _run(
+            service.recall,
+            query=query,
+            k=k,
+            session=session,
+            namespace=namespace,
+            contiguity=contiguity,
+            since=since,
+            until=until,
+            metadata=metadata,
+        )
         return RecallResult(results=[_recalled(h) for h in hits])
 
     @tool(
@@ -233,14 +261,32 @@ def build_server(service: MemoryService) -> MCPServer:
         annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
     )
     async def recall_batch(
-        queries: list[str], k: int = 5, session: str | None = None, namespace: str = "default"
+        queries: list[str],
+        k: int = 5,
+        session: str | None = None,
+        namespace: str = "default",
+        contiguity: int = 1,
+        since: str | None = None,
+        until: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> RecallBatchResult:
         """Run several recalls at once (1-256 queries), faster than calling `recall` repeatedly.
 
-        Use it when you have several questions or topics to look up together. Returns one list of
-        results per query, in the order given, each exactly as `recall` would return it.
+        Use it when you have several questions or topics to look up together. Takes the same
+        arguments as `recall` (with `queries` instead of `query`) and returns one list of results
+        per query, in the order given, each exactly as `recall` would return it.
         """
-        batches = await _run(service.recall_batch, queries=queries, k=k, session=session, namespace=namespace)
+        batches = await _run(
+            service.recall_batch,
+            queries=queries,
+            k=k,
+            session=session,
+            namespace=namespace,
+            contiguity=contiguity,
+            since=since,
+            until=until,
+            metadata=metadata,
+        )
         return RecallBatchResult(results=[[_recalled(h) for h in hits] for hits in batches])
 
     @tool(

@@ -19,17 +19,19 @@ from typing import Any, Literal
 import numpy as np
 import structlog
 
-from emx_mcp import validation
+from emx_mcp import segmentation, sentences, validation
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Encoder, Vectors
 from emx_mcp.errors import InvalidInput, StoreMismatch
-from emx_mcp.storage.events import Event, EventLog, NewEvent
+from emx_mcp.storage.events import Event, EventLog, Filters, NewEvent
 from emx_mcp.storage.index import CorruptSnapshot, Ids, Scores, VectorIndex, snapshot_header, write_atomic
 
 log = structlog.get_logger(__name__)
 
 MAX_BATCH_QUERIES = 256
 CAPACITY_WARNING = 0.8
+# A neighbour's score: its hit's score times this, per position of distance.
+CONTIGUITY_DECAY = 0.9
 # Filters matching at most this many events are scored exactly from the log's embeddings.
 EXACT_FILTER_LIMIT = 20_000
 
@@ -41,6 +43,13 @@ class Hit:
     via: Literal["similarity", "contiguity"]
 
 
+@dataclass(frozen=True, slots=True)
+class Episode:
+    event: Event
+    surprise: float | None  # surprise of the sentence that opened it; None for the first of a call
+    sentences: int
+
+
 class MemoryService:
     """Durable episodic memory: remember, recall, forget, and the index bookkeeping behind them."""
 
@@ -48,6 +57,7 @@ class MemoryService:
         self.settings = settings
         self.encoder = encoder
         self.policy = settings.training_policy()
+        self.segmentation = settings.segmentation_config()
         self._log: EventLog | None = None
         self._dim = 0
         self._indexes: dict[str, VectorIndex] = {}
@@ -85,15 +95,17 @@ class MemoryService:
         self._encode(["warm-up"])
 
     def close(self) -> None:
-        """Wait for background work, write final snapshots and close the log."""
+        """Write final snapshots and close the log.
+
+        A training still running is not waited for: the live index is consistent on its own,
+        and the next start trains again when due.
+        """
         with self._open_lock:
             if self._log is None:
                 return
             thread = self._snapshot_thread
             if thread is not None:
                 thread.join()
-            for index in self._indexes.values():
-                index.wait_idle()
             self.snapshot()
             self._log.close()
             self._log = None
@@ -136,31 +148,59 @@ class MemoryService:
         metadata: object = None,
         timestamp: object = None,
         namespace: object = "default",
-    ) -> list[Event]:
-        """Store `text` as an event of `session` (a new session if None); return it once committed."""
+    ) -> list[Episode]:
+        """Cut `text` into episodes and store them at the end of `session` (new if None), in one transaction.
+
+        Each episode is an exact slice of `text` (whitespace between episodes aside); its vector is
+        the normalised mean of its sentences' vectors. Returns the episodes once committed.
+        """
         text_ = validation.text(text, self.settings.max_text_chars)
         namespace_ = validation.namespace(namespace)
         session_ = uuid.uuid4().hex if session is None else validation.session(session)
         metadata_ = {} if metadata is None else validation.metadata(metadata)
         timestamp_ = validation.now() if timestamp is None else validation.timestamp(timestamp)
         self.open()
-        vectors = self._encode([text_])
-        new = [NewEvent(text_, timestamp_, metadata_)]
+        spans = sentences.split_spans(text_)
+        sentence_vectors = self._encode([text_[a:b] for a, b in spans])
+        segments = segmentation.segment(sentence_vectors, self.segmentation)
+        items = [
+            NewEvent(text_[spans[s.first][0] : spans[s.stop - 1][1]], timestamp_, metadata_) for s in segments
+        ]
+        vectors = segmentation.episode_vectors(sentence_vectors, segments)
         events = self.event_log.append(
-            namespace_, session_, new, vectors, max_events=self.settings.max_events
+            namespace_, session_, items, vectors, max_events=self.settings.max_events
         )
         self._catch_up()
-        return events
+        return [
+            Episode(e, None if s.first == 0 else s.surprise, s.stop - s.first)
+            for e, s in zip(events, segments, strict=True)
+        ]
 
     def recall(
-        self, query: object, k: object = 5, session: object = None, namespace: object = "default"
+        self,
+        query: object,
+        k: object = 5,
+        session: object = None,
+        namespace: object = "default",
+        contiguity: object = 1,
+        since: object = None,
+        until: object = None,
+        metadata: object = None,
     ) -> list[Hit]:
-        """The k stored events most similar to `query`, best first."""
+        """The k stored episodes most similar to `query`, each followed by its temporal neighbours."""
         query_ = validation.text(query, self.settings.max_text_chars, what="query")
-        return self._search([query_], validation.k(k), session, namespace)[0]
+        return self._recall([query_], k, session, namespace, contiguity, since, until, metadata)[0]
 
     def recall_batch(
-        self, queries: object, k: object = 5, session: object = None, namespace: object = "default"
+        self,
+        queries: object,
+        k: object = 5,
+        session: object = None,
+        namespace: object = "default",
+        contiguity: object = 1,
+        since: object = None,
+        until: object = None,
+        metadata: object = None,
     ) -> list[list[Hit]]:
         """`recall` for up to 256 queries with one encoder batch and one index search."""
         if not isinstance(queries, list):
@@ -171,7 +211,7 @@ class MemoryService:
             validation.text(q, self.settings.max_text_chars, what=f"queries[{i}]")
             for i, q in enumerate(queries)
         ]
-        return self._search(checked, validation.k(k), session, namespace)
+        return self._recall(checked, k, session, namespace, contiguity, since, until, metadata)
 
     def forget(
         self,
@@ -239,30 +279,78 @@ class MemoryService:
         report.update(status=status, reasons=reasons)
         return report
 
-    def _search(self, queries: list[str], k: int, session: object, namespace: object) -> list[list[Hit]]:
+    def _recall(
+        self,
+        queries: list[str],
+        k: object,
+        session: object,
+        namespace: object,
+        contiguity: object,
+        since: object,
+        until: object,
+        metadata: object,
+    ) -> list[list[Hit]]:
+        """Stage 1: the k most similar episodes. Stage 2: each one's neighbours in its session."""
+        k_ = validation.k(k)
         namespace_ = validation.namespace(namespace)
-        session_ = None if session is None else validation.session(session)
+        reach = validation.contiguity(contiguity)
+        filters = Filters(
+            session=None if session is None else validation.session(session),
+            since=None if since is None else validation.timestamp(since, what="since"),
+            until=None if until is None else validation.timestamp(until, what="until"),
+            metadata=None if metadata is None else validation.metadata_filter(metadata),
+        )
         self.open()
         vectors = self._encode(queries)
         self._catch_up()
         index = self.index(namespace_)
         if index is None or len(index) == 0:
             return [[] for _ in queries]
-        if session_ is None:
-            scores, ids = index.search(vectors, k)
+        allowed: Ids | None = None
+        if filters.any:
+            allowed = self.event_log.matching_seqs(namespace_, filters)
+            scores, ids = self._filtered_search(index, vectors, k_, allowed)
         else:
-            scores, ids = self._filtered_search(
-                index, vectors, k, self.event_log.session_seqs(namespace_, session_)
-            )
+            scores, ids = index.search(vectors, k_)
         found = self.event_log.by_seqs([int(i) for i in ids.ravel() if i >= 0])
-        return [
+        ranked = [
             [
-                Hit(found[int(seq)], float(score), "similarity")
-                for score, seq in zip(row_scores, row_ids, strict=True)
-                if int(seq) in found
+                Hit(found[int(q)], float(s), "similarity")
+                for s, q in zip(row_s, row_q, strict=True)
+                if int(q) in found
             ]
-            for row_scores, row_ids in zip(scores, ids, strict=True)
+            for row_s, row_q in zip(scores, ids, strict=True)
         ]
+        if reach == 0:
+            return ranked
+        return self._with_neighbours(
+            namespace_, ranked, reach, None if allowed is None else set(allowed.tolist())
+        )
+
+    def _with_neighbours(
+        self, namespace: str, ranked: list[list[Hit]], reach: int, allowed: set[int] | None
+    ) -> list[list[Hit]]:
+        """After each hit, its session neighbours within `reach` positions, closest first, once each."""
+        anchors = sorted({(h.event.session, h.event.position) for hits in ranked for h in hits})
+        by_place = {(e.session, e.position): e for e in self.event_log.neighbours(namespace, anchors, reach)}
+        out = []
+        for hits in ranked:
+            shown = {h.event.seq for h in hits}
+            merged: list[Hit] = []
+            for hit in hits:
+                merged.append(hit)
+                for distance, offset in sorted((abs(d), d) for d in range(-reach, reach + 1) if d):
+                    event = by_place.get((hit.event.session, hit.event.position + offset))
+                    if (
+                        event is None
+                        or event.seq in shown
+                        or (allowed is not None and event.seq not in allowed)
+                    ):
+                        continue
+                    shown.add(event.seq)
+                    merged.append(Hit(event, hit.score * CONTIGUITY_DECAY**distance, "contiguity"))
+            out.append(merged)
+        return out
 
     def _filtered_search(
         self, index: VectorIndex, queries: Vectors, k: int, allowed: Ids
@@ -365,7 +453,10 @@ class MemoryService:
                 index.last_seq = max(index.last_seq, self._applied_seq)
                 index.last_forget = max(index.last_forget, self._applied_forget)
             self._unsaved += changed
-            due = self._unsaved >= self.settings.snapshot_every
+            # Snapshots rewrite the whole index, so space them by a tenth of its size at least:
+            # the cost per event stays constant, and a restart replays at most that tenth.
+            total = sum(len(ix) for ix in self._indexes.values())
+            due = self._unsaved >= max(self.settings.snapshot_every, total // 10)
         if due:
             self._snapshot_in_background()
 

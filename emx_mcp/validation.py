@@ -79,15 +79,15 @@ def k(value: object) -> int:
     return value
 
 
-def timestamp(value: object) -> str:
+def timestamp(value: object, what: str = "timestamp") -> str:
     """Parse ISO 8601 and return it in UTC as 'YYYY-MM-DDTHH:MM:SS.ffffffZ'. No zone means UTC."""
-    _check_type(value, str, "timestamp")
+    _check_type(value, str, what)
     assert isinstance(value, str)
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise InvalidInput(
-            f"timestamp {value[:80]!r} is not ISO 8601; use e.g. '2026-11-21T13:45:00Z'."
+            f"{what} {value[:80]!r} is not ISO 8601; use e.g. '2026-11-21T13:45:00Z'."
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -119,3 +119,25 @@ def metadata(value: object) -> dict[str, Any]:
             raise InvalidInput("metadata keys must be strings.")
     result: dict[str, Any] = json.loads(encoded)
     return result
+
+
+MAX_CONTIGUITY = 5
+
+
+def contiguity(value: object) -> int:
+    _check_type(value, int, "contiguity")
+    assert isinstance(value, int)
+    if not 0 <= value <= MAX_CONTIGUITY:
+        raise InvalidInput(f"contiguity must be between 0 and {MAX_CONTIGUITY}; got {value}.")
+    return value
+
+
+def metadata_filter(value: object) -> dict[str, Any]:
+    """Top-level key -> JSON value to match exactly; keys may not contain quotes or backslashes."""
+    checked = metadata(value)
+    for key in checked:
+        if '"' in key or "\\" in key or any(ord(ch) < 32 for ch in key):
+            raise InvalidInput(
+                f"metadata filter key {key[:40]!r} may not contain quotes, backslashes or control characters."
+            )
+    return checked

@@ -1,22 +1,37 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from emx_mcp import cli
-from emx_mcp.config import DEFAULT_MODEL_ID, Settings
+from emx_mcp.config import Settings
+from emx_mcp.embedding import DEFAULT_MODEL_ID
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("EMX_DATA_DIR", "EMX_MODEL", "EMX_MAX_TEXT_CHARS", "EMX_LOG_LEVEL", "EMX_SNAPSHOT_EVERY"):
-        monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("EMX_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_DATA_HOME", "/xdg")
     settings = Settings()
     assert settings.data_dir == Path("/xdg/emx-mcp")
     assert settings.model is None and settings.model_id == DEFAULT_MODEL_ID
     assert settings.max_text_chars == 200_000 and settings.log_level == "INFO"
     assert settings.db_path == Path("/xdg/emx-mcp/events.sqlite3")
+    policy = settings.training_policy()
+    assert (policy.train_at, policy.kind, policy.target_recall) == (20_000, "ivf_flat", 0.95)
+    assert settings.max_events == 1_000_000
+
+
+def test_index_settings_reach_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMX_INDEX_TRAIN_AT", "5000")
+    monkeypatch.setenv("EMX_INDEX_KIND", "ivf_sq8")
+    monkeypatch.setenv("EMX_TARGET_RECALL", "0.9")
+    monkeypatch.setenv("EMX_MAX_EVENTS", "777")
+    s = Settings()
+    policy = s.training_policy()
+    assert (policy.train_at, policy.kind, policy.target_recall, s.max_events) == (5000, "ivf_sq8", 0.9, 777)
 
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -43,6 +58,11 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("EMX_MAX_TEXT_CHARS", "lots"),
         ("EMX_LOG_LEVEL", "LOUD"),
         ("EMX_SNAPSHOT_EVERY", "-1"),
+        ("EMX_INDEX_TRAIN_AT", "60000"),
+        ("EMX_INDEX_TRAIN_AT", "10"),
+        ("EMX_INDEX_KIND", "hnsw"),
+        ("EMX_TARGET_RECALL", "1.5"),
+        ("EMX_MAX_EVENTS", "0"),
     ],
 )
 def test_impossible_values_are_refused_at_start(

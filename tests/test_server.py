@@ -43,7 +43,8 @@ async def test_remember_then_recall(client: Client) -> None:
         client, "remember", text="The staging database lives on db-7.", metadata={"source": "ops"}
     )
     (event,) = stored["events"]
-    assert set(event) == {"id", "text", "session", "position", "timestamp"}
+    assert set(event) == {"id", "text", "session", "position", "timestamp", "sentences", "surprise"}
+    assert event["surprise"] is None and event["sentences"] == 1
     await call(client, "remember", text="Lunch was pizza.", session=event["session"])
     found = await call(client, "recall", query="The staging database lives on db-7.", k=2)
     top = found["results"][0]
@@ -156,3 +157,47 @@ async def test_index_health_tool(client: Client) -> None:
     assert health["vectors"] == health["events_in_log"] == 1
     assert health["capacity"]["events"] == 1
     assert "namespace" in await error_text(client, "index_health", namespace="bad/ns")
+
+
+async def test_remember_returns_one_item_per_episode_with_surprise(client: Client) -> None:
+    text = (
+        "The database migration failed on Monday. The database schema had a missing index. "
+        "We rebuilt the database index. Lunch options near the office include pizza. "
+        "The pizza place closes early. Sushi is another lunch option."
+    )
+    events = (await call(client, "remember", text=text))["events"]
+    assert len(events) >= 2
+    assert events[0]["surprise"] is None and all(isinstance(e["surprise"], float) for e in events[1:])
+    assert sum(e["sentences"] for e in events) == 6
+    assert " ".join(e["text"] for e in events) == text
+
+
+async def test_recall_filters_and_contiguity_through_the_tool(client: Client) -> None:
+    first = (await call(client, "remember", text="sprint one planning", metadata={"team": "red"}))["events"][
+        0
+    ]
+    await call(client, "remember", text="sprint one demo", session=first["session"], metadata={"team": "red"})
+    await call(client, "remember", text="sprint two planning", metadata={"team": "blue"}, namespace="other")
+    out = await call(client, "recall", query="sprint one planning", k=1)
+    assert [r["via"] for r in out["results"]] == ["similarity", "contiguity"]
+    out = await call(client, "recall", query="sprint", k=5, metadata={"team": "blue"})
+    assert out["results"] == []  # the blue event lives in another namespace
+    out = await call(client, "recall", query="sprint", k=5, namespace="other", contiguity=0)
+    assert [r["text"] for r in out["results"]] == ["sprint two planning"]
+    out = await call(client, "recall", query="sprint", since="2999-01-01T00:00:00Z")
+    assert out["results"] == []
+    batch = await call(client, "recall_batch", queries=["sprint one demo"], k=1, contiguity=0)
+    assert [r["text"] for r in batch["results"][0]] == ["sprint one demo"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "mentions"),
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-02-30"}, "until"),
+        ({"contiguity": 9}, "contiguity must be between 0 and 5"),
+        ({"metadata": {'a"b': 1}}, "quotes"),
+    ],
+)
+async def test_recall_filter_bad_input(client: Client, arguments: dict[str, Any], mentions: str) -> None:
+    assert mentions in await error_text(client, "recall", query="q", **arguments)

@@ -29,13 +29,13 @@ TEXTS = [f"note {i}: the {w} deployment used port {1000 + i}" for i, w in enumer
 
 
 def fill(service: MemoryService, texts: Sequence[str] = TEXTS, namespace: str = "default") -> list[str]:
-    return [service.remember(t, session="s", namespace=namespace)[0].id for t in texts]
+    return [service.remember(t, session="s", namespace=namespace)[0].event.id for t in texts]
 
 
 def test_remember_then_recall_finds_exact_text_first(service: MemoryService) -> None:
     ids = fill(service)
     for text, event_id in zip(TEXTS, ids, strict=True):
-        hits = service.recall(text, k=3)
+        hits = service.recall(text, k=3, contiguity=0)
         assert hits[0].event.id == event_id
         assert hits[0].score == pytest.approx(1.0, abs=1e-5)
         assert [h.via for h in hits] == ["similarity"] * 3
@@ -43,19 +43,19 @@ def test_remember_then_recall_finds_exact_text_first(service: MemoryService) -> 
 
 
 def test_remember_without_session_starts_a_new_one(service: MemoryService) -> None:
-    a = service.remember("first thing")[0]
-    b = service.remember("second thing")[0]
+    a = service.remember("first thing")[0].event
+    b = service.remember("second thing")[0].event
     assert a.session != b.session and a.position == b.position == 0
-    c = service.remember("third thing", session=a.session)[0]
+    c = service.remember("third thing", session=a.session)[0].event
     assert c.session == a.session and c.position == 1
 
 
 def test_timestamps_are_normalised_to_utc(service: MemoryService) -> None:
-    given = service.remember("x", timestamp="2026-03-01T10:00:00+02:00")[0]
+    given = service.remember("x", timestamp="2026-03-01T10:00:00+02:00")[0].event
     assert given.timestamp == "2026-03-01T08:00:00.000000Z"
-    naive = service.remember("y", timestamp="2026-03-01 10:00")[0]
+    naive = service.remember("y", timestamp="2026-03-01 10:00")[0].event
     assert naive.timestamp == "2026-03-01T10:00:00.000000Z"
-    default = service.remember("z")[0]
+    default = service.remember("z")[0].event
     assert default.timestamp.endswith("Z")
 
 
@@ -155,7 +155,7 @@ def test_another_model_is_refused(settings: Settings) -> None:
 def test_events_written_by_another_process_are_found(settings: Settings) -> None:
     reader = reopen(settings)
     writer = reopen(settings)
-    event = writer.remember("written elsewhere about kubernetes")[0]
+    event = writer.remember("written elsewhere about kubernetes")[0].event
     assert reader.recall("kubernetes written elsewhere")[0].event.id == event.id
     writer.close()
     reader.close()
@@ -196,7 +196,7 @@ def test_vectors_are_unit_float32(service: MemoryService) -> None:
 
 def test_forget_by_id_and_by_session(service: MemoryService) -> None:
     ids = fill(service)
-    other = service.remember("a different session about gardening", session="g")[0]
+    other = service.remember("a different session about gardening", session="g")[0].event
     assert sorted(service.forget(ids=ids[:3], confirm=True)) == sorted(ids[:3])
     assert service.event_log.count() == len(TEXTS) - 3 + 1 and len(service) == len(TEXTS) - 2
     assert all(h.event.id not in ids[:3] for h in service.recall(TEXTS[0], k=50))
@@ -315,7 +315,9 @@ def test_service_trains_ivf_and_survives_restart(tmp_path: Path) -> None:
     hits = again.recall(texts[100], k=1)
     assert hits[0].event.text == texts[100]
     # A session filter on a trained index still finds every event of a small session, exactly.
-    small = [again.remember(t, session="small")[0].id for t in ("entry alpha", "entry beta", "gamma ray")]
+    small = [
+        again.remember(t, session="small")[0].event.id for t in ("entry alpha", "entry beta", "gamma ray")
+    ]
     hits = again.recall("entry", k=10, session="small")
     assert {h.event.id for h in hits} == set(small)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

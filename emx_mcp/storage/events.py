@@ -72,6 +72,48 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Filters:
+    """Which events a recall may return, beyond the namespace. Timestamps are normalised ISO 8601 UTC."""
+
+    session: str | None = None
+    since: str | None = None  # inclusive
+    until: str | None = None  # inclusive
+    metadata: dict[str, Any] | None = None  # equality on top-level keys
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.session, self.since, self.until, self.metadata))
+
+    def sql(self, namespace: str) -> tuple[str, list[object]]:
+        """A WHERE clause (without the keyword) and its parameters."""
+        clauses: list[str] = ["namespace = ?"]
+        params: list[object] = [namespace]
+        if self.session is not None:
+            clauses.append("session = ?")
+            params.append(self.session)
+        if self.since is not None:
+            clauses.append("timestamp >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append("timestamp <= ?")
+            params.append(self.until)
+        for key, value in (self.metadata or {}).items():
+            path = '$."' + key + '"'
+            if value is None:
+                clauses.append("json_type(metadata, ?) = 'null'")
+                params.append(path)
+            else:
+                # Same JSON type and value: true matches true, not 1; "1" matches "1", not 1.
+                encoded = json.dumps(value, ensure_ascii=False, sort_keys=True)
+                clauses.append(
+                    "json_type(metadata, ?) = json_type(?) "
+                    "AND json_extract(metadata, ?) = json_extract(?, '$')"
+                )
+                params += [path, encoded, path, encoded]
+        return " AND ".join(clauses), params
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     text: str
     timestamp: str
@@ -307,12 +349,28 @@ class EventLog:
             row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
         return None if row is None else _row_to_event(row)
 
-    def session_seqs(self, namespace: str, session: str) -> npt.NDArray[np.int64]:
+    def matching_seqs(self, namespace: str, filters: Filters) -> npt.NDArray[np.int64]:
+        """Seqs of the events of `namespace` that pass `filters`."""
+        where, params = filters.sql(namespace)
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq FROM events WHERE namespace = ? AND session = ?", (namespace, session)
-            ).fetchall()
+            rows = self._conn.execute(f"SELECT seq FROM events WHERE {where}", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def neighbours(self, namespace: str, anchors: Sequence[tuple[str, int]], reach: int) -> list[Event]:
+        """Events within `reach` positions of each (session, position) anchor, anchors included."""
+        found: list[Event] = []
+        with self._lock:
+            for start in range(0, len(anchors), 100):
+                chunk = anchors[start : start + 100]
+                where = " OR ".join("(session = ? AND position BETWEEN ? AND ?)" for _ in chunk)
+                params: list[object] = [namespace]
+                for session, position in chunk:
+                    params += [session, position - reach, position + reach]
+                rows = self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE namespace = ? AND ({where})", params
+                ).fetchall()
+                found.extend(_row_to_event(r) for r in rows)
+        return found
 
     def vectors_of(self, seqs: npt.NDArray[np.int64], dim: int) -> tuple[npt.NDArray[np.int64], Vectors]:
         """(seqs, vectors (n, dim)) of the events among `seqs` that still exist."""
