@@ -45,6 +45,9 @@ bench: install
 	$(BIN)/python benchmarks/ingest_recall.py
 	$(BIN)/python benchmarks/index_quality.py
 	$(BIN)/python benchmarks/batch_search.py
+	$(BIN)/python benchmarks/segmentation.py
+	$(BIN)/python benchmarks/retrieval_quality.py
+	$(BIN)/python benchmarks/health_example.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

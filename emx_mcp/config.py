@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     )
 
     segment_gamma: float = Field(
-        default=1.0,
+        default=0.75,
         ge=0.0,
         le=10.0,
         description="A new episode starts where surprise exceeds mean + gamma * std of the trailing window.",
@@ -100,6 +100,16 @@ class Settings(BaseSettings):
         description="Boundary refinement: 'modularity' (maximise), 'conductance' (minimise) or 'none'.",
     )
 
+    segment_prune: float = Field(
+        default=0.15,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "After refinement, a boundary survives only if splitting there has positive modularity, at least "
+            "this fraction of the median over the text's boundaries."
+        ),
+    )
+
     @model_validator(mode="after")
     def _check_episode_sizes(self) -> Settings:
         if self.segment_min_sentences > self.segment_max_sentences:
@@ -117,6 +127,7 @@ class Settings(BaseSettings):
             min_sentences=self.segment_min_sentences,
             max_sentences=self.segment_max_sentences,
             refinement=self.segment_refinement,
+            prune=self.segment_prune,
         )
 
     def training_policy(self) -> TrainingPolicy:

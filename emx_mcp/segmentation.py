@@ -28,18 +28,23 @@ Floats = npt.NDArray[np.float64]
 
 @dataclass(frozen=True, slots=True)
 class SegmentationConfig:
-    gamma: float = 1.0  # a boundary needs surprise above mean + gamma * std of the trailing window
+    gamma: float = 0.75  # a boundary needs surprise above mean + gamma * std of the trailing window
     window: int = 16  # sentences in the trailing window of surprises
     context: int = 3  # previous sentences whose mean predicts the next one
     min_sentences: int = 2
     max_sentences: int = 24
     refinement: Refinement = "modularity"
+    # After refinement a boundary survives only if splitting its two episodes has positive
+    # modularity, at least `prune` times the median over the text's boundaries.
+    prune: float = 0.15
 
     def __post_init__(self) -> None:
         if self.window < 2 or self.context < 1:
             raise ValueError("window must be at least 2 and context at least 1")
         if not 1 <= self.min_sentences <= self.max_sentences:
             raise ValueError("need 1 <= min_sentences <= max_sentences")
+        if not 0.0 <= self.prune <= 1.0:
+            raise ValueError("prune must be between 0 and 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +119,20 @@ def best_split(prefix: Floats, start: int, stop: int, lo: int, hi: int, metric: 
     return int(b[int(np.argmax(score))])
 
 
+def similarity_prefix(vectors: Vectors) -> Floats:
+    """2-D prefix sums of the sentence-similarity graph (cosine, negatives clipped, no self-loops)."""
+    sims = np.clip(vectors.astype(np.float64) @ vectors.T.astype(np.float64), 0.0, None)
+    np.fill_diagonal(sims, 0.0)
+    return _prefix(sims)
+
+
 def refine(
-    vectors: Vectors, bounds: list[int], min_size: int, max_size: int, metric: Refinement
+    vectors: Vectors,
+    bounds: list[int],
+    min_size: int,
+    max_size: int,
+    metric: Refinement,
+    prefix: Floats | None = None,
 ) -> list[int]:
     """Move each boundary within its neighbours' span to the best-separating position (Algorithm 1).
 
@@ -124,9 +141,7 @@ def refine(
     """
     if metric == "none" or not bounds:
         return bounds
-    sims = np.clip(vectors.astype(np.float64) @ vectors.T.astype(np.float64), 0.0, None)
-    np.fill_diagonal(sims, 0.0)
-    prefix = _prefix(sims)
+    prefix = similarity_prefix(vectors) if prefix is None else prefix
     edges = [0, *bounds, len(vectors)]
     for j in range(1, len(edges) - 1):
         start, stop = edges[j - 1], edges[j + 1]
@@ -136,6 +151,35 @@ def refine(
     return edges[1:-1]
 
 
+def split_gains(prefix: Floats, edges: npt.NDArray[np.int64]) -> Floats:
+    """Modularity of splitting [edges[j-1], edges[j+1]) at edges[j], for every inner edge j."""
+    a, b, c = edges[:-2], edges[1:-1], edges[2:]
+    total = _block(prefix, a, c, a, c)
+    k1 = _block(prefix, a, b, a, c)
+    k2 = total - k1
+    inner = _block(prefix, a, b, a, b) + _block(prefix, b, c, b, c)
+    safe = np.where(total > 0, total, 1.0)
+    gains: Floats = np.where(total > 0, (inner - (k1 * k1 + k2 * k2) / safe) / safe, 0.0)
+    return gains
+
+
+def prune(prefix: Floats, n: int, bounds: list[int], ratio: float) -> list[int]:
+    """Drop, weakest first, boundaries whose split gain is not positive or below ratio * median gain.
+
+    The median makes the bar relative to the text: topics in one text may be far apart or close,
+    and a spurious boundary is weak compared with the real ones of the same text.
+    """
+    edges = np.array([0, *bounds, n], dtype=np.int64)
+    while len(edges) > 2:
+        gains = split_gains(prefix, edges)
+        weakest = int(np.argmin(gains))
+        bar = ratio * float(np.median(gains)) if len(gains) >= 2 else 0.0
+        if gains[weakest] > max(bar, 0.0):
+            break
+        edges = np.delete(edges, weakest + 1)
+    return [int(e) for e in edges[1:-1]]
+
+
 def segment(vectors: Vectors, config: SegmentationConfig) -> list[Segment]:
     """Episodes of a text whose sentences have the unit vectors (n, d), in order."""
     n = len(vectors)
@@ -143,7 +187,14 @@ def segment(vectors: Vectors, config: SegmentationConfig) -> list[Segment]:
         return []
     scores = surprise(vectors, config.context)
     bounds = _enforce_sizes(surprise_boundaries(scores, config.gamma, config.window), scores, config)
-    bounds = refine(vectors, bounds, config.min_sentences, config.max_sentences, config.refinement)
+    if config.refinement != "none" and bounds:
+        prefix = similarity_prefix(vectors)
+        bounds = refine(
+            vectors, bounds, config.min_sentences, config.max_sentences, config.refinement, prefix
+        )
+        bounds = prune(prefix, n, bounds, config.prune)
+        # Pruning merges episodes; split any that grew past the maximum again.
+        bounds = _split_all_long(bounds, scores, config)
     edges = [0, *bounds, n]
     return [Segment(a, b, float(scores[a]) if a else 0.0) for a, b in pairwise(edges)]
 
@@ -152,15 +203,20 @@ def _enforce_sizes(
     candidates: npt.NDArray[np.int64], scores: Floats, config: SegmentationConfig
 ) -> list[int]:
     """Keep the most surprising candidates that leave every episode within the size limits."""
-    n = len(scores)
+    n, gap = len(scores), config.min_sentences
+    blocked = np.zeros(n + 1, dtype=bool)  # positions too close to a chosen boundary or an end
+    blocked[:gap] = blocked[n - gap + 1 :] = True
     chosen: list[int] = []
     for b in sorted(candidates.tolist(), key=lambda i: -scores[i]):
-        if b < config.min_sentences or n - b < config.min_sentences:
-            continue
-        if all(abs(b - c) >= config.min_sentences for c in chosen):
+        if not blocked[b]:
             chosen.append(b)
-    chosen.sort()
-    # Split any episode still longer than the maximum at its most surprising admissible sentence.
+            blocked[max(0, b - gap + 1) : b + gap] = True
+    return _split_all_long(sorted(chosen), scores, config)
+
+
+def _split_all_long(chosen: list[int], scores: Floats, config: SegmentationConfig) -> list[int]:
+    """Split any episode longer than the maximum at its most surprising admissible sentence."""
+    n = len(scores)
     edges = [0, *chosen, n]
     result: list[int] = []
     for a, z in pairwise(edges):

@@ -56,6 +56,9 @@ class RecalledEvent(BaseModel):
     via: Literal["similarity", "contiguity"] = Field(
         description="'similarity': matched the query; 'contiguity': a temporal neighbour of a match."
     )
+    neighbour_of: str | None = Field(
+        default=None, description="For 'contiguity' results: the id of the matched episode it neighbours."
+    )
 
 
 class RecallResult(BaseModel):
@@ -154,6 +157,7 @@ def _recalled(hit: Hit) -> RecalledEvent:
         timestamp=e.timestamp,
         metadata=e.metadata,
         via=hit.via,
+        neighbour_of=hit.neighbour_of,
     )
 
 
@@ -236,9 +240,10 @@ def build_server(service: MemoryService) -> MCPServer:
         """Find the stored memories most similar in meaning to `query`, with what happened around them.
 
         Use it before answering questions that earlier work may have settled. Returns the `k`
-        (1-100) most similar episodes, best first (`via: "similarity"`); after each, its
-        neighbouring episodes in the same session (`via: "contiguity"`, `contiguity` on each side,
-        0-5, default 1; 0 turns it off), never the same episode twice. Optional filters: `session`,
+        (1-100) most similar episodes, best first (`via: "similarity"`), then the episodes just
+        before and after each of them in its session (`via: "contiguity"`, with `neighbour_of`
+        naming the match; `contiguity` per side, 0-5, default 1; 0 turns it off), never the same
+        episode twice. Optional filters: `session`,
         `since` / `until` (ISO 8601, inclusive) and `metadata` (exact match on top-level keys).
         A filter that matches nothing gives an empty list.
         """

@@ -41,6 +41,7 @@ class Hit:
     event: Event
     score: float
     via: Literal["similarity", "contiguity"]
+    neighbour_of: str | None = None  # for contiguity: the id of the similarity hit it neighbours
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,16 +331,20 @@ class MemoryService:
     def _with_neighbours(
         self, namespace: str, ranked: list[list[Hit]], reach: int, allowed: set[int] | None
     ) -> list[list[Hit]]:
-        """After each hit, its session neighbours within `reach` positions, closest first, once each."""
+        """The hits, best first, then each hit's session neighbours within `reach` positions.
+
+        Neighbours come grouped by the hit they belong to (in the hits' order), closest first,
+        each event at most once; so the first k results are exactly the similarity results.
+        """
         anchors = sorted({(h.event.session, h.event.position) for hits in ranked for h in hits})
         by_place = {(e.session, e.position): e for e in self.event_log.neighbours(namespace, anchors, reach)}
+        offsets = sorted((d for d in range(-reach, reach + 1) if d), key=lambda d: (abs(d), d))
         out = []
         for hits in ranked:
             shown = {h.event.seq for h in hits}
-            merged: list[Hit] = []
+            merged = list(hits)
             for hit in hits:
-                merged.append(hit)
-                for distance, offset in sorted((abs(d), d) for d in range(-reach, reach + 1) if d):
+                for offset in offsets:
                     event = by_place.get((hit.event.session, hit.event.position + offset))
                     if (
                         event is None
@@ -348,7 +353,9 @@ class MemoryService:
                     ):
                         continue
                     shown.add(event.seq)
-                    merged.append(Hit(event, hit.score * CONTIGUITY_DECAY**distance, "contiguity"))
+                    merged.append(
+                        Hit(event, hit.score * CONTIGUITY_DECAY ** abs(offset), "contiguity", hit.event.id)
+                    )
             out.append(merged)
         return out
 

@@ -63,6 +63,10 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("EMX_INDEX_KIND", "hnsw"),
         ("EMX_TARGET_RECALL", "1.5"),
         ("EMX_MAX_EVENTS", "0"),
+        ("EMX_SEGMENT_GAMMA", "-1"),
+        ("EMX_SEGMENT_REFINEMENT", "spectral"),
+        ("EMX_SEGMENT_PRUNE", "2"),
+        ("EMX_SEGMENT_WINDOW", "1"),
     ],
 )
 def test_impossible_values_are_refused_at_start(
@@ -79,3 +83,35 @@ def test_command_line_overrides_environment(monkeypatch: pytest.MonkeyPatch, tmp
     args = cli.build_parser().parse_args(["serve", "--data-dir", str(tmp_path), "--log-level", "ERROR"])
     settings = cli._settings(args)
     assert settings.data_dir == tmp_path and settings.log_level == "ERROR"
+
+
+def test_segmentation_settings_reach_the_segmenter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMX_SEGMENT_GAMMA", "1.25")
+    monkeypatch.setenv("EMX_SEGMENT_WINDOW", "12")
+    monkeypatch.setenv("EMX_SEGMENT_CONTEXT", "4")
+    monkeypatch.setenv("EMX_SEGMENT_MIN_SENTENCES", "3")
+    monkeypatch.setenv("EMX_SEGMENT_MAX_SENTENCES", "30")
+    monkeypatch.setenv("EMX_SEGMENT_REFINEMENT", "conductance")
+    monkeypatch.setenv("EMX_SEGMENT_PRUNE", "0.3")
+    c = Settings().segmentation_config()
+    assert (c.gamma, c.window, c.context, c.min_sentences, c.max_sentences, c.refinement, c.prune) == (
+        1.25,
+        12,
+        4,
+        3,
+        30,
+        "conductance",
+        0.3,
+    )
+
+
+def test_episode_sizes_must_be_ordered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EMX_SEGMENT_MIN_SENTENCES", "10")
+    monkeypatch.setenv("EMX_SEGMENT_MAX_SENTENCES", "5")
+    assert cli.main(["serve"]) == 2
+    assert (
+        "EMX_SEGMENT_MIN_SENTENCES (10) is larger than EMX_SEGMENT_MAX_SENTENCES (5)"
+        in capsys.readouterr().err
+    )

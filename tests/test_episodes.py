@@ -102,9 +102,21 @@ def test_contiguity_never_repeats_an_event(service: MemoryService) -> None:
     hits = service.recall("bravo design review of storage charlie index tuning results", k=2, contiguity=1)
     assert len({h.event.id for h in hits}) == len(hits)
     assert {h.event.id for h in hits} == set(ids[:4])
-    assert [h.via for h in hits[:1]] == ["similarity"]
-    # A neighbour that is itself a hit keeps its similarity entry.
-    assert {h.event.id for h in hits if h.via == "similarity"} == {ids[1], ids[2]}
+    # Similarity hits first; a neighbour that is itself a hit keeps its similarity entry.
+    assert [h.via for h in hits] == ["similarity", "similarity", "contiguity", "contiguity"]
+    assert {h.event.id for h in hits[:2]} == {ids[1], ids[2]}
+    by_id = {h.event.id: h for h in hits}
+    assert by_id[ids[0]].neighbour_of == ids[1] and by_id[ids[3]].neighbour_of == ids[2]
+
+
+def test_first_k_results_are_the_similarity_results(service: MemoryService) -> None:
+    store_session(service, STEPS, session="a")
+    store_session(service, [s.replace(" ", " and ") for s in STEPS], session="b")
+    for query in ("storage design", "production rollout", "meeting notes"):
+        two_stage = service.recall(query, k=3, contiguity=2)
+        similarity = service.recall(query, k=3, contiguity=0)
+        assert [h.event.id for h in two_stage[:3]] == [h.event.id for h in similarity]
+        assert all(h.via == "contiguity" and h.neighbour_of for h in two_stage[3:])
 
 
 def test_contiguity_stays_in_the_session_and_namespace(service: MemoryService) -> None:

@@ -9,8 +9,11 @@ from emx_mcp.segmentation import (
     _prefix,
     best_split,
     episode_vectors,
+    prune,
     refine,
     segment,
+    similarity_prefix,
+    split_gains,
     surprise,
     surprise_boundaries,
 )
@@ -94,3 +97,38 @@ def test_episode_vector_is_the_normalised_mean() -> None:
     got = episode_vectors(vectors, segments)
     for row, s in zip(got, segments, strict=True):
         assert np.allclose(row, normalize(vectors[s.first : s.stop].mean(0))[0], atol=1e-5)
+
+
+def test_split_gains_match_a_direct_modularity_computation() -> None:
+    vectors = topics([5, 6, 4], seed=4)
+    prefix = similarity_prefix(vectors)
+    gains = split_gains(prefix, np.array([0, 5, 11, 15]))
+    sims = np.clip(vectors.astype(np.float64) @ vectors.T, 0, None)
+    np.fill_diagonal(sims, 0)
+
+    def direct(a: int, b: int, c: int) -> float:
+        block = sims[a:c, a:c]
+        labels = np.array([0] * (b - a) + [1] * (c - b))
+        degree = block.sum(1)
+        m2 = block.sum()
+        same = labels[:, None] == labels[None, :]
+        return float(((block - np.outer(degree, degree) / m2) * same).sum() / m2)
+
+    assert gains == pytest.approx([direct(0, 5, 11), direct(5, 11, 15)], rel=1e-9)
+
+
+def test_prune_drops_a_boundary_inside_one_topic_and_keeps_real_ones() -> None:
+    vectors = topics([6, 8, 6], seed=8)
+    prefix = similarity_prefix(vectors)
+    assert prune(prefix, 20, [6, 10, 14], ratio=0.15) == [6, 14]
+    assert prune(prefix, 20, [6, 14], ratio=0.15) == [6, 14]
+    single = topics([12], seed=2)
+    assert prune(similarity_prefix(single), 12, [6], ratio=0.0) == []
+
+
+def test_prune_ratio_is_relative_to_the_median() -> None:
+    vectors = topics([6, 6, 6, 6], seed=6)
+    prefix = similarity_prefix(vectors)
+    kept = prune(prefix, 24, [6, 12, 18], ratio=0.15)
+    assert kept == [6, 12, 18]
+    assert prune(prefix, 24, [6, 12, 18], ratio=1.0) != [6, 12, 18]  # a bar at the median removes some

@@ -359,15 +359,21 @@ class EventLog:
     def neighbours(self, namespace: str, anchors: Sequence[tuple[str, int]], reach: int) -> list[Event]:
         """Events within `reach` positions of each (session, position) anchor, anchors included."""
         found: list[Event] = []
+        columns = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
         with self._lock:
-            for start in range(0, len(anchors), 100):
-                chunk = anchors[start : start + 100]
-                where = " OR ".join("(session = ? AND position BETWEEN ? AND ?)" for _ in chunk)
-                params: list[object] = [namespace]
+            for start in range(0, len(anchors), 200):
+                chunk = anchors[start : start + 200]
+                values = ", ".join("(?, ?, ?)" for _ in chunk)
+                params: list[object] = []
                 for session, position in chunk:
                     params += [session, position - reach, position + reach]
+                # A join on a VALUES list lets SQLite use the (namespace, session, position) index
+                # per anchor; an OR of ranges would scan the table.
                 rows = self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE namespace = ? AND ({where})", params
+                    f"WITH a(session, lo, hi) AS (VALUES {values}) SELECT DISTINCT {columns} FROM a "
+                    "JOIN events e ON e.namespace = ? AND e.session = a.session "
+                    "AND e.position BETWEEN a.lo AND a.hi",
+                    [*params, namespace],
                 ).fetchall()
                 found.extend(_row_to_event(r) for r in rows)
         return found

@@ -1,0 +1,45 @@
+"""A real `index_health` report for the README: 30,000 sentences stored one `remember` at a time.
+
+Sentences from shared/data with their all-MiniLM-L6-v2 embeddings (cached), in sessions of 50,
+through MemoryService with default settings, so the index has trained IVF on real vectors.
+
+    .venv/bin/python benchmarks/health_example.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from common import RESULTS, CachedEncoder, all_sentences
+
+from emx_mcp.config import Settings
+from emx_mcp.service import MemoryService
+
+COUNT = 30_000
+
+
+def main() -> None:
+    sentences = all_sentences()[:COUNT]
+    work = Path(tempfile.mkdtemp(prefix="emx-health-"))
+    try:
+        service = MemoryService(Settings(data_dir=work), CachedEncoder(sentences))
+        service.open()
+        for i, sentence in enumerate(sentences):
+            service.remember(sentence, session=f"session-{i // 50}")
+        index = service.index("default")
+        assert index is not None
+        index.wait_idle()
+        report = service.health()
+        service.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "health_example.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
