@@ -11,22 +11,27 @@ INSPECTOR := .tools/node_modules/.bin/mcp-inspector
 
 .PHONY: install run test lint typecheck pytest bench clean
 
+# Install steps report on stderr and keep stdout clean: `make run` hands stdout to the protocol.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@echo "creating $(VENV)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $@
+	@echo "installing emx-mcp and its dependencies into $(VENV) (torch pinned to the local CPU build)" >&2
+	@$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0 >&2
+	@$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' >&2
+	@touch $@
 
 $(INSPECTOR): $(STAMP) .tools/package.json .tools/package-lock.json
-	cd .tools && PATH=$(abspath $(NODE_BIN)):$$PATH $(NPM) ci --no-audit --no-fund --loglevel=error
-	touch $@
+	@echo "installing the MCP Inspector into .tools" >&2
+	@cd .tools && PATH=$(abspath $(NODE_BIN)):$$PATH $(NPM) ci --no-audit --no-fund --loglevel=error >&2
+	@touch $@
 
 install: $(STAMP)
 
+# The recipe line is not echoed: under stdio, stdout belongs to the protocol.
 run: install
-	$(BIN)/emx-mcp serve
+	@$(BIN)/emx-mcp serve
 
 lint: install
 	$(BIN)/ruff check emx_mcp tests benchmarks

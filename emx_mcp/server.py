@@ -53,8 +53,11 @@ class RecalledEvent(BaseModel):
     position: int
     timestamp: str
     metadata: dict[str, Any]
-    via: Literal["similarity", "contiguity"] = Field(
-        description="'similarity': matched the query; 'contiguity': a temporal neighbour of a match."
+    via: Literal["similarity", "contiguity", "prediction"] = Field(
+        description=(
+            "'similarity': matched the query; 'contiguity': a temporal neighbour of a match; "
+            "'prediction': close to the predicted next episode (predict_next)."
+        )
     )
     neighbour_of: str | None = Field(
         default=None, description="For 'contiguity' results: the id of the matched episode it neighbours."
@@ -67,6 +70,27 @@ class RecallResult(BaseModel):
 
 class RecallBatchResult(BaseModel):
     results: list[list[RecalledEvent]] = Field(description="One list per query, in the order of the queries.")
+
+
+class PredictorInfo(BaseModel):
+    trained_at: str
+    context: int = Field(description="Episodes of context the model reads.")
+    method: str = Field(description="What validation chose: lvm, blend, analog or copy_last.")
+    blend_weight: float | None
+    metrics: dict[str, dict[str, float]] = Field(
+        description="Validation Hit@1/5/10 and MRR against the whole memory, per method (and in-batch Hit@5)."
+    )
+
+
+class PredictNextResult(BaseModel):
+    method: Literal["lvm", "blend", "analog", "copy_last"] = Field(
+        description="How the next episode was predicted: the trained model, its blend with copy-last, "
+        "'analog' (what followed the most similar past episode) or 'copy_last' (episodes like the latest)."
+    )
+    predictions: list[RecalledEvent]
+    model: PredictorInfo | None = Field(
+        description="The trained predictor's validation figures; null if none."
+    )
 
 
 class ForgetResult(BaseModel):
@@ -293,6 +317,45 @@ def build_server(service: MemoryService) -> MCPServer:
             metadata=metadata,
         )
         return RecallBatchResult(results=[[_recalled(h) for h in hits] for hits in batches])
+
+    @tool(
+        server,
+        title="Predict next",
+        annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+    )
+    async def predict_next(
+        session: str | None = None,
+        after_event_id: str | None = None,
+        k: int = 5,
+        namespace: str = "default",
+    ) -> PredictNextResult:
+        """Surface the stored memories you will most likely need next in a task.
+
+        Use it when moving to the next step of work that resembles earlier sessions ("after setting
+        up the database came the migrations"). The context is the latest episodes of `session`
+        (default: the namespace's most recent session), or those up to and including
+        `after_event_id`. Returns `k` (1-100) episodes (`via: "prediction"`), never ones from the
+        context, and `method`: the trained predictor only where it beat the baselines on held-out
+        sessions, otherwise the best baseline; `model` gives its validation figures.
+        """
+        result = await _run(
+            service.predict_next, session=session, after_event_id=after_event_id, k=k, namespace=namespace
+        )
+        info = None
+        if result.checkpoint is not None:
+            meta = result.checkpoint.meta
+            info = PredictorInfo(
+                trained_at=meta["trained_at"],
+                context=meta["context"],
+                method=meta["outcome"]["method"],
+                blend_weight=meta["outcome"]["blend_weight"],
+                metrics=meta["outcome"]["metrics"],
+            )
+        return PredictNextResult(
+            method=result.method,  # type: ignore[arg-type]
+            predictions=[_recalled(h) for h in result.hits],
+            model=info,
+        )
 
     @tool(
         server,

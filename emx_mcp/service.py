@@ -22,7 +22,8 @@ import structlog
 from emx_mcp import segmentation, sentences, validation
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Encoder, Vectors
-from emx_mcp.errors import InvalidInput, StoreMismatch
+from emx_mcp.errors import InvalidInput, NotFound, StoreMismatch
+from emx_mcp.lvm.predictor import DEFAULT_CONTEXT, Checkpoint, Predictors
 from emx_mcp.storage.events import Event, EventLog, Filters, NewEvent
 from emx_mcp.storage.index import CorruptSnapshot, Ids, Scores, VectorIndex, snapshot_header, write_atomic
 
@@ -40,8 +41,15 @@ EXACT_FILTER_LIMIT = 20_000
 class Hit:
     event: Event
     score: float
-    via: Literal["similarity", "contiguity"]
+    via: Literal["similarity", "contiguity", "prediction"]
     neighbour_of: str | None = None  # for contiguity: the id of the similarity hit it neighbours
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    method: str  # "lvm", "blend", "analog" or "copy_last"
+    hits: list[Hit]
+    checkpoint: Checkpoint | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,7 @@ class MemoryService:
             try:
                 self._dim = self._bind_model(event_log)
                 self._log = event_log
+                self.predictors = Predictors(self.settings.data_dir / "lvm", self.encoder.model_id, self._dim)
                 self._load_snapshots()
                 self._catch_up()
             except BaseException:
@@ -237,6 +246,88 @@ class MemoryService:
         removed = self.event_log.forget(namespace_, ids_, session_)
         self._catch_up()
         return removed
+
+    def predict_next(
+        self,
+        session: object = None,
+        after_event_id: object = None,
+        k: object = 5,
+        namespace: object = "default",
+    ) -> Prediction:
+        """The stored episodes most likely needed next, after a session's latest (or a given) episode."""
+        namespace_ = validation.namespace(namespace)
+        k_ = validation.k(k)
+        session_ = None if session is None else validation.session(session)
+        self.open()
+        self._catch_up()
+        up_to = None
+        if after_event_id is not None:
+            if not isinstance(after_event_id, str):
+                raise InvalidInput("after_event_id must be an event id string.")
+            anchor = self.event_log.by_id(after_event_id)
+            if anchor is None or anchor.namespace != namespace_:
+                raise NotFound(f"no event with id {after_event_id[:80]!r} in namespace {namespace_!r}.")
+            if session_ is not None and session_ != anchor.session:
+                raise InvalidInput(
+                    f"event {after_event_id} belongs to session {anchor.session!r}, not {session_!r}."
+                )
+            session_, up_to = anchor.session, anchor.position
+        elif session_ is None:
+            session_ = self.event_log.latest_session(namespace_)
+        checkpoint = self.predictors.get(namespace_)
+        limit = checkpoint.context if checkpoint else DEFAULT_CONTEXT
+        seqs, context = (
+            self.event_log.context(namespace_, session_, up_to, limit, self._dim)
+            if session_
+            else (np.zeros(0, np.int64), None)
+        )
+        if context is None or len(seqs) == 0:
+            if session is not None:
+                raise NotFound(f"session {session_!r} has no episodes in namespace {namespace_!r}.")
+            return Prediction("copy_last", [], checkpoint)
+        method = checkpoint.method if checkpoint else "copy_last"
+        if method in ("lvm", "blend") and checkpoint is not None:
+            target = checkpoint.predict(context)
+        elif method == "analog":
+            target = self._analog(namespace_, seqs, context[-1])
+        else:
+            target = context[-1]
+        hits = self._recall_vector(namespace_, target, k_, exclude=set(seqs.tolist()))
+        return Prediction(method, hits, checkpoint)
+
+    def _analog(self, namespace: str, context_seqs: Ids, current: Vectors) -> Vectors:
+        """What followed the stored episode most like the current one (outside this context)."""
+        index = self.index(namespace)
+        if index is None:
+            return current
+        _, ids = index.search(current.reshape(1, -1), len(context_seqs) + 20)
+        excluded = set(context_seqs.tolist())
+        candidates = [int(i) for i in ids[0] if i >= 0 and int(i) not in excluded]
+        found = self.event_log.by_seqs(candidates)
+        for seq in candidates:
+            event = found.get(seq)
+            if event is None:
+                continue
+            following = self.event_log.neighbours(namespace, [(event.session, event.position + 1)], 0)
+            if following:
+                _, vectors = self.event_log.vectors_of(np.array([following[0].seq]), self._dim)
+                if len(vectors):
+                    successor: Vectors = vectors[0]
+                    return successor
+        return current
+
+    def _recall_vector(self, namespace: str, vector: Vectors, k: int, exclude: set[int]) -> list[Hit]:
+        index = self.index(namespace)
+        if index is None or len(index) == 0:
+            return []
+        scores, ids = index.search(vector.reshape(1, -1).astype(np.float32), k + len(exclude))
+        keep = [
+            (float(s), int(i))
+            for s, i in zip(scores[0], ids[0], strict=True)
+            if i >= 0 and int(i) not in exclude
+        ]
+        found = self.event_log.by_seqs([i for _, i in keep[:k]])
+        return [Hit(found[i], s, "prediction") for s, i in keep[:k] if i in found]
 
     def health(self, namespace: object = "default") -> dict[str, Any]:
         """The index's own report plus capacity, disk use and a one-word status with reasons."""

@@ -344,6 +344,49 @@ class EventLog:
                     found[event.seq] = event
         return found
 
+    def sessions(self, namespace: str) -> list[tuple[str, npt.NDArray[np.int64], Vectors]]:
+        """Every session of `namespace` as (name, seqs, vectors (L, dim)) in position order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT session, seq, embedding FROM events WHERE namespace = ? ORDER BY session, position",
+                (namespace,),
+            ).fetchall()
+        out: list[tuple[str, npt.NDArray[np.int64], Vectors]] = []
+        start = 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or rows[end][0] != rows[start][0]:
+                chunk = rows[start:end]
+                seqs = np.array([r[1] for r in chunk], dtype=np.int64)
+                vectors = np.frombuffer(b"".join(r[2] for r in chunk), dtype=np.float32).reshape(
+                    len(chunk), -1
+                )
+                out.append((chunk[0][0], seqs, vectors))
+                start = end
+        return out
+
+    def context(
+        self, namespace: str, session: str, up_to_position: int | None, limit: int, dim: int
+    ) -> tuple[npt.NDArray[np.int64], Vectors]:
+        """The last `limit` episodes of a session (up to a position), oldest first: (seqs, vectors)."""
+        bound = (1 << 62) if up_to_position is None else up_to_position
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, embedding FROM events WHERE namespace = ? AND session = ? AND position <= ? "
+                "ORDER BY position DESC LIMIT ?",
+                (namespace, session, bound, limit),
+            ).fetchall()
+        rows.reverse()
+        seqs = np.array([r[0] for r in rows], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return seqs, vectors
+
+    def latest_session(self, namespace: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT session FROM events WHERE namespace = ? ORDER BY seq DESC LIMIT 1", (namespace,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def by_id(self, event_id: str) -> Event | None:
         with self._lock:
             row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()

@@ -100,3 +100,34 @@ def test_initialize_answers_before_the_model_loads(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=30)
     # stdout carried only protocol messages; logs went to stderr.
     assert b"Traceback" not in stderr
+
+
+def test_closing_stdin_during_warm_up_exits_cleanly(tmp_path: Path) -> None:
+    """The client may leave while the model is still loading; the process must not abort."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emx_mcp", "serve"],
+        env=server_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    proc.stdin.write((json.dumps(request) + "\n").encode())
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["id"] == 1
+    time.sleep(1.0)  # the warm-up (model load) has started by now
+    proc.stdin.close()
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, stderr.decode()[-2000:]
+    assert b"terminate called" not in stderr

@@ -1,0 +1,222 @@
+"""Train the next-episode GRU, choose the method on validation sessions, save a checkpoint.
+
+Lessons others paid for, applied here: predictions and targets are L2-normalised before every
+loss and metric; the loss is MSE + 0.5 * (1 - cos) + alpha * InfoNCE (tau 0.07); model selection
+and early stopping use validation Hit@5 against the whole memory, never the loss; the split is by
+whole sessions; a checkpoint records the embedding model and is refused with another one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from emx_mcp.embedding import Vectors
+from emx_mcp.errors import InvalidInput, StoreMismatch
+from emx_mcp.lvm import evaluate
+from emx_mcp.lvm.data import Session, Windows, split_sessions, windows
+from emx_mcp.lvm.model import NextEpisodeGRU
+from emx_mcp.storage.index import write_atomic
+
+MIN_TRAIN_WINDOWS = 200
+MIN_VALIDATION_WINDOWS = 50
+BLEND_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    context: int = 16
+    epochs: int = 20
+    patience: int = 3
+    hidden: int = 512
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # fraction of steps
+    clip: float = 1.0
+    alpha: float = 0.05  # weight of InfoNCE
+    tau: float = 0.07
+    validation: float = 0.2  # fraction of sessions
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What training chose and why: every figure measured on the validation sessions."""
+
+    method: str  # "lvm", "blend", "copy_last" or "analog"
+    blend_weight: float | None
+    metrics: dict[str, dict[str, float]]  # method label -> full-index metrics
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_windows: int = 0
+    validation_windows: int = 0
+    train_sessions: int = 0
+    validation_sessions: int = 0
+    seconds: float = 0.0
+
+
+def loss_fn(pred: torch.Tensor, target: torch.Tensor, alpha: float, tau: float) -> torch.Tensor:
+    pred = nn.functional.normalize(pred, dim=-1)
+    target = nn.functional.normalize(target, dim=-1)
+    mse = ((pred - target) ** 2).sum(-1).mean()
+    cos = (1 - (pred * target).sum(-1)).mean()
+    logits = pred @ target.T / tau
+    info_nce = nn.functional.cross_entropy(logits, torch.arange(len(pred)))
+    return mse + 0.5 * cos + alpha * info_nce
+
+
+def predict(model: NextEpisodeGRU, w: Windows, batch: int = 1024) -> Vectors:
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(w), batch):
+            ctx = torch.from_numpy(w.contexts[lo : lo + batch])
+            lengths = torch.from_numpy(w.lengths[lo : lo + batch])
+            out.append(model(ctx, lengths).numpy())
+    return np.vstack(out).astype(np.float32) if out else np.zeros((0, model.dim), np.float32)
+
+
+def train(
+    sessions: list[Session],
+    config: TrainConfig,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[NextEpisodeGRU, Outcome]:
+    """Train on most sessions, select on the rest; refuse when there is too little data."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    train_sessions, val_sessions = split_sessions(sessions, config.validation, config.seed)
+    train_w, val_w = windows(train_sessions, config.context), windows(val_sessions, config.context)
+    if len(train_w) < MIN_TRAIN_WINDOWS or len(val_w) < MIN_VALIDATION_WINDOWS:
+        raise InvalidInput(
+            f"too little data to train: {len(train_w)} training and {len(val_w)} validation examples "
+            f"(from {len(train_sessions)} and {len(val_sessions)} sessions of 2+ episodes); need at least "
+            f"{MIN_TRAIN_WINDOWS} and {MIN_VALIDATION_WINDOWS}. Store more sessions first."
+        )
+    memory = evaluate.Memory.of(sessions)
+    session_index = {s.name: i for i, s in enumerate(sessions)}
+    dim = train_w.targets.shape[1]
+    model = NextEpisodeGRU(dim, config.hidden)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train_w) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup * total))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+
+    # Epoch 0 is the untrained model, which is copy-last: training must beat it to be kept.
+    best = evaluate.rank_metrics(predict(model, val_w), val_w, memory)
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    best_epoch, stale = 0, 0
+    history = [{"epoch": 0, "loss": float("nan"), **best}]
+    rng = np.random.default_rng(config.seed)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = rng.permutation(len(train_w))
+        losses = []
+        for lo in range(0, len(order), config.batch_size):
+            idx = order[lo : lo + config.batch_size]
+            pred = model(torch.from_numpy(train_w.contexts[idx]), torch.from_numpy(train_w.lengths[idx]))
+            loss = loss_fn(pred, torch.from_numpy(train_w.targets[idx]), config.alpha, config.tau)
+            optimiser.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimiser.step()
+            scheduler.step()
+            losses.append(loss.item())
+        metrics = evaluate.rank_metrics(predict(model, val_w), val_w, memory)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **metrics})
+        if progress:
+            progress(
+                f"epoch {epoch}/{config.epochs}: loss {np.mean(losses):.4f}, val hit@5 {metrics['hit@5']:.4f}"
+            )
+        if metrics["hit@5"] > best["hit@5"]:
+            best, best_epoch, stale = metrics, epoch, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    outcome = choose(model, val_w, memory, session_index)
+    outcome.best_epoch, outcome.history = best_epoch, history
+    outcome.train_windows, outcome.validation_windows = len(train_w), len(val_w)
+    outcome.train_sessions, outcome.validation_sessions = len(train_sessions), len(val_sessions)
+    outcome.seconds = round(time.perf_counter() - started, 2)
+    return model, outcome
+
+
+def choose(
+    model: NextEpisodeGRU, val_w: Windows, memory: evaluate.Memory, session_index: dict[str, int]
+) -> Outcome:
+    """The method with the best validation Hit@5; the model only if it beats both baselines."""
+    model_pred = predict(model, val_w)
+    metrics = {
+        "copy_last": evaluate.rank_metrics(evaluate.copy_last(val_w), val_w, memory),
+        "analog": evaluate.rank_metrics(evaluate.analog(val_w, memory, session_index), val_w, memory),
+    }
+    for weight in BLEND_WEIGHTS:
+        label = "lvm" if weight == 1.0 else f"blend_{weight}"
+        metrics[label] = evaluate.rank_metrics(evaluate.blend(model_pred, val_w.last, weight), val_w, memory)
+    baseline = max(("copy_last", "analog"), key=lambda m: metrics[m]["hit@5"])
+    learned = max((m for m in metrics if m not in ("copy_last", "analog")), key=lambda m: metrics[m]["hit@5"])
+    if metrics[learned]["hit@5"] > max(metrics["copy_last"]["hit@5"], metrics["analog"]["hit@5"]):
+        weight = 1.0 if learned == "lvm" else float(learned.split("_")[1])
+        return Outcome("lvm" if learned == "lvm" else "blend", weight, metrics, 0)
+    return Outcome(baseline, None, metrics, 0)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def save(path: Path, model: NextEpisodeGRU, outcome: Outcome, model_id: str, config: TrainConfig) -> None:
+    """Weights (safetensors, no pickle) and everything needed to trust them, written atomically."""
+    meta = {
+        "embedding_model": model_id,
+        "dim": model.dim,
+        "hidden": model.hidden,
+        "context": config.context,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": asdict(config),
+        "outcome": asdict(outcome),
+    }
+    tmp = path.with_name(path.name + ".partial")
+    save_file(model.state_dict(), str(tmp), metadata={"emx": json.dumps(meta)})
+    write_atomic(path, tmp.read_bytes())
+    tmp.unlink()
+    write_atomic(path.with_suffix(".eval.json"), (json.dumps(meta, indent=1) + "\n").encode())
+
+
+def load(path: Path, model_id: str, dim: int) -> tuple[NextEpisodeGRU, dict[str, Any]]:
+    """Load a checkpoint; refuse one trained on another embedding model."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads((fh.metadata() or {})["emx"])
+    if meta["embedding_model"] != model_id or int(meta["dim"]) != dim:
+        raise StoreMismatch(
+            f"{path} was trained on embeddings of {meta['embedding_model']!r} (dim {meta['dim']}), but this "
+            f"store uses {model_id!r} (dim {dim}); vectors of different models are not comparable. "
+            "Run `emx-mcp train-lvm` again."
+        )
+    model = NextEpisodeGRU(int(meta["dim"]), int(meta["hidden"]))
+    model.load_state_dict(load_file(str(path)))
+    model.eval()
+    return model, meta
