@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python benchmarks/batch_search.py
 	$(BIN)/python benchmarks/segmentation.py
 	$(BIN)/python benchmarks/retrieval_quality.py
+	$(BIN)/python benchmarks/lvm.py
 	$(BIN)/python benchmarks/health_example.py
 
 clean:

@@ -40,12 +40,23 @@ class Memory:
         return cls(seqs, vectors, pair_seqs, pair_sessions.astype(np.int64), pair_next)
 
 
-def rank_metrics(
-    predictions: Vectors, windows: Windows, memory: Memory, chunk: int = 512
-) -> dict[str, float]:
+def rank_metrics(predictions: Vectors, windows: Windows, memory: Memory) -> dict[str, float]:
     """Hit@1/5/10 and MRR of the true next episode among all stored episodes, context excluded."""
+    out = summarize(ranks(predictions, windows, memory))
+    out["in_batch_hit@5"] = in_batch_hit(predictions, windows.targets, 5)
+    return out
+
+
+def summarize(ranked: npt.NDArray[np.int64]) -> dict[str, float]:
+    out = {f"hit@{k}": float(np.mean(ranked <= k)) for k in KS}
+    out["mrr"] = float(np.mean(1.0 / ranked))
+    return out
+
+
+def ranks(predictions: Vectors, windows: Windows, memory: Memory, chunk: int = 512) -> npt.NDArray[np.int64]:
+    """1-based rank of each window's true next episode among all stored episodes, context excluded."""
     column = {int(s): i for i, s in enumerate(memory.seqs)}
-    ranks = np.zeros(len(windows), dtype=np.int64)
+    ranked = np.zeros(len(windows), dtype=np.int64)
     for lo in range(0, len(windows), chunk):
         hi = min(len(windows), lo + chunk)
         scores = predictions[lo:hi] @ memory.vectors.T
@@ -53,11 +64,8 @@ def rank_metrics(
             excluded = [column[int(s)] for s in windows.context_seqs[i] if s >= 0 and int(s) in column]
             scores[row, excluded] = -np.inf
             target = scores[row, column[int(windows.target_seqs[i])]]
-            ranks[i] = int(np.sum(scores[row] > target)) + 1
-    out = {f"hit@{k}": float(np.mean(ranks <= k)) for k in KS}
-    out["mrr"] = float(np.mean(1.0 / ranks))
-    out["in_batch_hit@5"] = in_batch_hit(predictions, windows.targets, 5)
-    return out
+            ranked[i] = int(np.sum(scores[row] > target)) + 1
+    return ranked
 
 
 def in_batch_hit(predictions: Vectors, targets: Vectors, k: int) -> float:
