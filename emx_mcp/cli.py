@@ -1,12 +1,15 @@
-"""Command line: `emx-mcp serve` (more subcommands arrive with later features)."""
+"""Command line: `emx-mcp serve | health | export | import | train-lvm`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -15,6 +18,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from emx_mcp import validation
 from emx_mcp.config import Settings
 from emx_mcp.embedding import SentenceTransformerEncoder
+from emx_mcp.errors import EmxError
 from emx_mcp.service import MemoryService
 
 
@@ -38,11 +42,19 @@ def configure_logging(level: str) -> None:
     )
 
 
+OVERRIDABLE = ("data_dir", "model", "log_level", "transport", "host", "port")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        key: value for key in ("data_dir", "model", "log_level") if (value := getattr(args, key, None))
-    }
+    overrides = {key: value for key in OVERRIDABLE if (value := getattr(args, key, None)) is not None}
     return Settings(**overrides)
+
+
+def _open_service(settings: Settings) -> MemoryService:
+    """The store the command works on. The model loads only if a command needs to embed text."""
+    service = MemoryService(settings, SentenceTransformerEncoder(settings.model))
+    service.open()
+    return service
 
 
 class WarmUpAfterFirstRequest:
@@ -77,30 +89,162 @@ class WarmUpAfterFirstRequest:
             structlog.get_logger(__name__).exception("warm-up failed")
 
 
+class Terminated(SystemExit):
+    """Raised in the main thread by SIGTERM, so that serving unwinds and the store is closed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(0)
+
+
 def serve(settings: Settings) -> None:
     from emx_mcp.server import build_server
+    from emx_mcp.transport import base_url, serve_network
 
     service = MemoryService(settings, SentenceTransformerEncoder(settings.model))
     server = build_server(service)
     warm_up = WarmUpAfterFirstRequest(service)
     server.middleware.append(warm_up)
+    # SIGTERM is how clients and service managers stop a server. uvicorn handles it itself, then
+    # re-raises it to this handler once its own shutdown is done.
+    signal.signal(signal.SIGTERM, _terminate)
+    terminated = False
     try:
-        server.run("stdio")
+        if settings.transport == "stdio":
+            server.run("stdio")
+        else:
+            path = "/mcp" if settings.transport == "http" else "/sse"
+            structlog.get_logger(__name__).info(
+                "serving",
+                transport=settings.transport,
+                url=base_url(settings) + path,
+                auth="bearer token" if settings.auth_token is not None else "none (loopback only)",
+            )
+            serve_network(server, settings)
+    except Terminated:
+        terminated = True
     finally:
         warm_up.join()
         service.close()
+    if terminated:
+        # Everything is on disk (the log commits per call; close wrote the final snapshot). A
+        # worker thread of the interrupted event loop would hold up a normal interpreter exit.
+        structlog.get_logger(__name__).info("stopped by SIGTERM; store closed")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+
+
+def health(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the index_health report of a namespace: the tool's JSON, or a few readable lines."""
+    from emx_mcp.server import IndexHealth
+
+    service = _open_service(settings)
+    try:
+        report = IndexHealth.model_validate(service.health(args.namespace))
+    finally:
+        service.close()
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(format_health(report))
+    return 0 if report.status == "ok" else 1
+
+
+def format_health(h: Any) -> str:
+    mb = 1024 * 1024
+    lines = [f"namespace {h.namespace}: {h.status}"]
+    lines += [f"  ! {reason}" for reason in h.reasons]
+    index = f"ivf ({h.index_type}), nlist {h.nlist}, nprobe {h.nprobe}" if h.kind == "ivf" else "flat (exact)"
+    lines.append(f"  index      {index}; {h.vectors:,} vectors ({h.buffered:,} in the exact buffer)")
+    lines.append(f"  log        {h.events_in_log:,} events in this namespace")
+    if h.measured_recall_at_10 is not None:
+        measured = f", measured {h.recall_measured_at} on {h.recall_probes} probes" if h.recall_probes else ""
+        lines.append(f"  recall@10  {h.measured_recall_at_10} (target {h.target_recall}){measured}")
+    if h.training is not None:
+        t = h.training
+        lines.append(
+            f"  training   {t.size:,} {t.source} in {t.seconds} s at {t.trained_at}; {t.trainings} so far"
+        )
+    if h.retraining:
+        lines.append("  retraining in progress")
+    c = h.capacity
+    lines.append(f"  capacity   {c.events:,} of {c.max_events:,} events ({c.used:.1%})")
+    d = h.bytes_on_disk
+    lines.append(
+        f"  size       {h.bytes_in_memory / mb:.1f} MiB in memory; on disk {d.event_log / mb:.1f} MiB "
+        f"event log, {d.index_snapshot / mb:.1f} MiB index snapshot"
+    )
+    return "\n".join(lines)
+
+
+def export(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from emx_mcp.transfer import export_jsonl
+
+    service = _open_service(settings)
+    try:
+        total = service.event_log.count(args.namespace)
+        with tqdm(total=total, desc="exporting", unit="event", file=sys.stderr) as bar:
+            count = export_jsonl(
+                service,
+                Path(args.out),
+                args.namespace,
+                embeddings=not args.no_embeddings,
+                progress=bar.update,
+            )
+    finally:
+        service.close()
+    print(f"exported {count:,} events to {args.out}")
+    return 0
+
+
+def import_(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from emx_mcp.transfer import import_jsonl
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"emx-mcp: {path} is not a file", file=sys.stderr)
+        return 2
+    service = _open_service(settings)
+    try:
+        # Two passes over the file: checking every line, then storing.
+        with tqdm(
+            total=2 * path.stat().st_size, desc="importing", unit="B", unit_scale=True, file=sys.stderr
+        ) as bar:
+            report = import_jsonl(service, path, args.on_error, progress=bar.update)
+    finally:
+        service.close()
+    for line, problem in report.errors:
+        print(f"{path}:{line}: {problem}", file=sys.stderr)
+    if report.error_count > len(report.errors):
+        print(f"... and {report.error_count - len(report.errors)} more malformed lines", file=sys.stderr)
+    if report.aborted:
+        print(
+            f"emx-mcp: {report.error_count} of {report.lines} lines are malformed; nothing was imported. "
+            "Fix them, or pass --on-error skip to import the rest.",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"read {report.lines:,} lines: imported {report.imported:,}, already present "
+        f"{report.already_present:,}, embedded again {report.reembedded:,}, skipped as malformed "
+        f"{report.skipped:,}"
+    )
+    return 0
 
 
 def train_lvm(settings: Settings, args: argparse.Namespace) -> int:
     """Train the next-episode predictor of a namespace and print model vs baselines."""
     from tqdm import tqdm
 
-    from emx_mcp.errors import EmxError
     from emx_mcp.lvm import train
     from emx_mcp.lvm.data import Session
 
-    service = MemoryService(settings, SentenceTransformerEncoder(settings.model))
-    service.open()
+    service = _open_service(settings)
     try:
         namespace = validation.namespace(args.namespace)
         sessions = [Session(n, s, v) for n, s, v in service.event_log.sessions(namespace)]
@@ -158,7 +302,36 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emx-mcp", description="Episodic memory MCP server.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _common_options(sub.add_parser("serve", help="run the MCP server over stdio"))
+
+    serve_ = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    _common_options(serve_)
+    serve_.add_argument("--transport", choices=["stdio", "sse", "http"], help="overrides EMX_TRANSPORT")
+    serve_.add_argument("--host", help="overrides EMX_HOST (HTTP/SSE)")
+    serve_.add_argument("--port", type=int, help="overrides EMX_PORT (HTTP/SSE)")
+
+    health_ = sub.add_parser("health", help="print the index_health report of a namespace")
+    _common_options(health_)
+    health_.add_argument("--namespace", default="default")
+    health_.add_argument(
+        "--json", action="store_true", help="print the report as JSON, as the tool returns it"
+    )
+
+    export_ = sub.add_parser("export", help="write memories to a JSON-lines file")
+    _common_options(export_)
+    export_.add_argument("--out", required=True, help="the file to write (replaced when complete)")
+    export_.add_argument("--namespace", help="only this namespace (default: all)")
+    export_.add_argument("--no-embeddings", action="store_true", help="leave the vectors out (smaller file)")
+
+    import__ = sub.add_parser("import", help="read memories from a JSON-lines file written by export")
+    _common_options(import__)
+    import__.add_argument("file")
+    import__.add_argument(
+        "--on-error",
+        choices=["abort", "skip"],
+        default="abort",
+        help="on malformed lines: import nothing (abort, the default) or everything else (skip)",
+    )
+
     lvm = sub.add_parser("train-lvm", help="train the next-episode predictor used by predict_next")
     _common_options(lvm)
     lvm.add_argument("--namespace", default="default")
@@ -166,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     lvm.add_argument("--epochs", type=int, default=20, help="at most this many epochs (default 20)")
     lvm.add_argument("--patience", type=int, default=3, help="stop after this many epochs without gain")
     return parser
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "health": health,
+    "export": export,
+    "import": import_,
+    "train-lvm": train_lvm,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,7 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emx-mcp: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    if args.command == "train-lvm":
-        return train_lvm(settings, args)
-    serve(settings)
-    return 0
+    if args.command == "serve":
+        serve(settings)
+        return 0
+    try:
+        return COMMANDS[args.command](settings, args)
+    except EmxError as exc:
+        print(f"emx-mcp: {exc}", file=sys.stderr)
+        return 1

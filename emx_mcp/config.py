@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from emx_mcp.embedding import DEFAULT_MODEL_ID
 from emx_mcp.segmentation import Refinement, SegmentationConfig
 from emx_mcp.storage.policy import MIN_POINTS_PER_CENTROID, IndexKind, TrainingPolicy
 
+Transport = Literal["stdio", "sse", "http"]
+MIN_TOKEN_CHARS = 16
+
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("emx-mcp", appauthor=False))
+
+
+def is_loopback(host: str) -> bool:
+    """True for names and addresses that only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -109,6 +123,56 @@ class Settings(BaseSettings):
             "this fraction of the median over the text's boundaries."
         ),
     )
+
+    transport: Transport = Field(
+        default="stdio",
+        description="'stdio' for one local client; 'http' (streamable HTTP at /mcp) or 'sse' (at /sse) "
+        "to serve several clients over the network.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the HTTP/SSE server binds to. Anything but loopback requires EMX_AUTH_TOKEN.",
+    )
+    port: int = Field(default=8765, ge=1, le=65535, description="Port of the HTTP/SSE server.")
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="When set, every HTTP/SSE request needs 'Authorization: Bearer <token>' (else 401).",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra Host header values the HTTP/SSE server accepts (comma-separated, 'name:*' for any "
+        "port); loopback names are always accepted on a loopback bind. DNS-rebinding protection.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra Origin header values accepted from browsers (comma-separated, e.g. "
+        "'https://app.example.com'); loopback origins are always accepted on a loopback bind.",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_network_security(self) -> Settings:
+        if self.transport == "stdio":
+            return self
+        token = self.auth_token.get_secret_value() if self.auth_token is not None else None
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"EMX_AUTH_TOKEN has {len(token)} characters; use at least {MIN_TOKEN_CHARS} random ones "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+            )
+        if token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"EMX_HOST is {self.host}, which is not loopback, so EMX_AUTH_TOKEN must be set: anyone who "
+                "can reach the port could read and write the memory. Set a token, or bind to 127.0.0.1."
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_episode_sizes(self) -> Settings:

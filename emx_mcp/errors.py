@@ -19,3 +19,7 @@ class CapacityExceeded(EmxError):
 
 class StoreMismatch(EmxError):
     """The data directory was built with another embedding model or a newer schema."""
+
+
+class PlaceTaken(EmxError):
+    """An imported event's id or place in its session is held by another event; nothing was written."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from emx_mcp import __version__
 from emx_mcp.errors import EmxError
 from emx_mcp.service import Episode, Hit, MemoryService
+from emx_mcp.transport import auth_options
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -207,12 +208,15 @@ def tool(server: MCPServer, *, title: str, annotations: ToolAnnotations) -> Call
 
 def build_server(service: MemoryService) -> MCPServer:
     """The composition root of the MCP layer: one server, its tools bound to `service`."""
+    token_verifier, auth = auth_options(service.settings)
     server = MCPServer(
         name="emx-mcp",
         title="emx-mcp episodic memory",
         instructions=INSTRUCTIONS,
         version=__version__,
         log_level=service.settings.log_level,
+        token_verifier=token_verifier,
+        auth=auth,
     )
 
     @tool(

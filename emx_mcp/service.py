@@ -21,7 +21,7 @@ import structlog
 
 from emx_mcp import segmentation, sentences, validation
 from emx_mcp.config import Settings
-from emx_mcp.embedding import Encoder, Vectors
+from emx_mcp.embedding import Encoder, Vectors, normalize
 from emx_mcp.errors import InvalidInput, NotFound, StoreMismatch
 from emx_mcp.lvm.predictor import DEFAULT_CONTEXT, Checkpoint, Predictors
 from emx_mcp.storage.events import Event, EventLog, Filters, NewEvent
@@ -125,6 +125,12 @@ class MemoryService:
             return sum(len(index) for index in self._indexes.values())
 
     @property
+    def dim(self) -> int:
+        """Dimension of the stored vectors (the store's, which the encoder must match)."""
+        self.open()
+        return self._dim
+
+    @property
     def event_log(self) -> EventLog:
         self.open()
         assert self._log is not None
@@ -185,6 +191,21 @@ class MemoryService:
             Episode(e, None if s.first == 0 else s.surprise, s.stop - s.first)
             for e, s in zip(events, segments, strict=True)
         ]
+
+    def embed_episodes(self, texts: list[str]) -> Vectors:
+        """(len(texts), dim): each text's vector as one episode, the normalised mean of its sentences'."""
+        self.open()
+        spans = [sentences.split_spans(t) for t in texts]
+        vectors = self._encode([t[a:b] for t, parts in zip(texts, spans, strict=True) for a, b in parts])
+        starts = np.cumsum([0] + [len(parts) for parts in spans[:-1]])
+        return normalize(np.add.reduceat(vectors, starts, axis=0))
+
+    def store_events(self, events: list[Event], vectors: Vectors) -> list[Event]:
+        """Store events that keep their ids and places (an import), in one transaction, then index them."""
+        self.open()
+        stored = self.event_log.insert(events, vectors, max_events=self.settings.max_events)
+        self._catch_up()
+        return stored
 
     def recall(
         self,

@@ -9,6 +9,7 @@ removals.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import CapacityExceeded, NotFound, StoreMismatch
+from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StoreMismatch
 
 SCHEMA_VERSION = 1
 
@@ -200,43 +201,75 @@ class EventLog:
         """
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} events but {len(vectors)} vectors")
-        blobs = [np.ascontiguousarray(v, dtype=np.float32).tobytes() for v in vectors]
         with self._transaction():
-            (total,) = self._conn.execute(
-                "UPDATE counters SET value = value + ? WHERE key = 'events' RETURNING value", (len(items),)
-            ).fetchone()
-            if max_events is not None and total > max_events:
-                raise CapacityExceeded(
-                    f"the store holds {total - len(items):,} events and EMX_MAX_EVENTS is {max_events:,}; "
-                    "forget sessions you no longer need, or raise EMX_MAX_EVENTS."
-                )
+            self._reserve(len(items), max_events)
             (start,) = self._conn.execute(
                 "SELECT COALESCE(MAX(position) + 1, 0) FROM events WHERE namespace = ? AND session = ?",
                 (namespace, session),
             ).fetchone()
-            stored = []
-            for offset, (item, blob) in enumerate(zip(items, blobs, strict=True)):
-                event_id = uuid.uuid4().hex
-                metadata = json.dumps(item.metadata, ensure_ascii=False, sort_keys=True)
-                cursor = self._conn.execute(
-                    "INSERT INTO events (id, namespace, session, position, timestamp, text, metadata, "
-                    "embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (event_id, namespace, session, start + offset, item.timestamp, item.text, metadata, blob),
+            events = [
+                Event(
+                    0,
+                    uuid.uuid4().hex,
+                    namespace,
+                    session,
+                    start + i,
+                    item.timestamp,
+                    item.text,
+                    item.metadata,
                 )
-                seq = cursor.lastrowid
-                assert seq is not None
-                stored.append(
-                    Event(
-                        seq,
-                        event_id,
-                        namespace,
-                        session,
-                        start + offset,
-                        item.timestamp,
-                        item.text,
-                        item.metadata,
-                    )
-                )
+                for i, item in enumerate(items)
+            ]
+            return self._insert(events, vectors)
+
+    def insert(self, events: Sequence[Event], vectors: Vectors, max_events: int | None = None) -> list[Event]:
+        """Store events with their own ids and positions (an import) in one transaction.
+
+        Their `seq` is ignored: the log assigns new ones. A place (namespace, session, position)
+        already held by another event raises PlaceTaken and writes nothing.
+        """
+        if len(events) != len(vectors):
+            raise ValueError(f"{len(events)} events but {len(vectors)} vectors")
+        with self._transaction():
+            self._reserve(len(events), max_events)
+            try:
+                return self._insert(events, vectors)
+            except sqlite3.IntegrityError as exc:
+                raise PlaceTaken(
+                    f"an event id or (namespace, session, position) is already taken: {exc}"
+                ) from None
+
+    def _reserve(self, count: int, max_events: int | None) -> None:
+        """Count `count` new events, refusing if that passes `max_events`. Inside a transaction."""
+        (total,) = self._conn.execute(
+            "UPDATE counters SET value = value + ? WHERE key = 'events' RETURNING value", (count,)
+        ).fetchone()
+        if max_events is not None and total > max_events:
+            raise CapacityExceeded(
+                f"the store holds {total - count:,} events and EMX_MAX_EVENTS is {max_events:,}; "
+                "forget sessions you no longer need, or raise EMX_MAX_EVENTS."
+            )
+
+    def _insert(self, events: Sequence[Event], vectors: Vectors) -> list[Event]:
+        """INSERT the rows and return the events with their new seqs. Inside a transaction."""
+        stored = []
+        for event, vector in zip(events, vectors, strict=True):
+            cursor = self._conn.execute(
+                "INSERT INTO events (id, namespace, session, position, timestamp, text, metadata, embedding) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.id,
+                    event.namespace,
+                    event.session,
+                    event.position,
+                    event.timestamp,
+                    event.text,
+                    json.dumps(event.metadata, ensure_ascii=False, sort_keys=True),
+                    np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+                ),
+            )
+            assert cursor.lastrowid is not None
+            stored.append(dataclasses.replace(event, seq=cursor.lastrowid))
         return stored
 
     # -- reads --------------------------------------------------------------------------------
@@ -391,6 +424,49 @@ class EventLog:
         with self._lock:
             row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
         return None if row is None else _row_to_event(row)
+
+    def export_batches(
+        self, namespace: str | None, dim: int, batch: int = 1000
+    ) -> Iterator[tuple[list[Event], Vectors]]:
+        """Every event (of one namespace, or all) with its vector, in seq order, `batch` at a time.
+
+        Each batch is read in its own short transaction, so writers are never held up for long.
+        """
+        where, params = ("AND namespace = ?", [namespace]) if namespace is not None else ("", [])
+        cursor = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT {_COLUMNS}, embedding FROM events WHERE seq > ? {where} ORDER BY seq LIMIT ?",
+                    [cursor, *params, batch],
+                ).fetchall()
+            if not rows:
+                return
+            events = [_row_to_event(r[:-1]) for r in rows]
+            vectors = np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield events, vectors
+            cursor = events[-1].seq
+
+    def holders(
+        self, ids: Sequence[str], places: Sequence[tuple[str, str, int]]
+    ) -> tuple[set[str], dict[tuple[str, str, int], str]]:
+        """Which of `ids` exist, and the id of the event holding each taken (namespace, session, position)."""
+        found: set[str] = set()
+        taken: dict[tuple[str, str, int], str] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    r[0] for r in self._conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+                )
+            for place in places:
+                row = self._conn.execute(
+                    "SELECT id FROM events WHERE namespace = ? AND session = ? AND position = ?", place
+                ).fetchone()
+                if row is not None:
+                    taken[place] = str(row[0])
+        return found, taken
 
     def matching_seqs(self, namespace: str, filters: Filters) -> npt.NDArray[np.int64]:
         """Seqs of the events of `namespace` that pass `filters`."""

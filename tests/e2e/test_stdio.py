@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,28 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client
+
+from tests.e2e.servers import server_env, stdio_params
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "wiki_paragraphs.jsonl"
 
 
-def server_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMX_")}
-    env.update(EMX_DATA_DIR=str(data_dir), EMX_LOG_LEVEL="INFO")
-    return env
-
-
-def server_params(data_dir: Path) -> StdioServerParameters:
-    return StdioServerParameters(
-        command=sys.executable, args=["-m", "emx_mcp", "serve"], env=server_env(data_dir)
-    )
-
-
 async def test_remember_and_recall_over_stdio_with_the_real_model(tmp_path: Path) -> None:
     paragraphs = [json.loads(line) for line in DATA.read_text().splitlines()]
-    async with Client(server_params(tmp_path), read_timeout_seconds=120) as client:
+    async with Client(stdio_params(tmp_path), read_timeout_seconds=120) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert {"remember", "recall"} <= tools
         ids: dict[str, set[str]] = {}
@@ -58,7 +47,7 @@ async def test_remember_and_recall_over_stdio_with_the_real_model(tmp_path: Path
             assert top["id"] in ids[title], (question, top["text"][:80])
             assert top["metadata"] == {"title": title}
     # A second process on the same data dir sees everything (log replay or snapshot).
-    async with Client(server_params(tmp_path), read_timeout_seconds=120) as client:
+    async with Client(stdio_params(tmp_path), read_timeout_seconds=120) as client:
         result = await client.call_tool("recall", {"query": paragraphs[0]["text"], "k": 1})
         assert result.structured_content is not None
         assert result.structured_content["results"][0]["id"] in ids[paragraphs[0]["title"]]

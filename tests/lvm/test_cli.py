@@ -10,23 +10,16 @@ import pytest
 
 from emx_mcp import cli
 from emx_mcp.config import Settings
-from emx_mcp.embedding import DEFAULT_MODEL_ID, HashingEncoder
+from emx_mcp.embedding import DEFAULT_MODEL_ID
 from emx_mcp.service import MemoryService
+from tests.helpers import DefaultIdEncoder
 
 WORDS = [f"w{i}x{j}" for i in range(8) for j in range(6)]
 
 
-class DefaultIdEncoder(HashingEncoder):
-    """Stores under the packaged model's id, so the CLI opens the store without loading a model."""
-
-    @property
-    def model_id(self) -> str:
-        return DEFAULT_MODEL_ID
-
-
 def fill(data_dir: Path, sessions: int, length: int) -> None:
     rng = np.random.default_rng(0)
-    service = MemoryService(Settings(data_dir=data_dir), DefaultIdEncoder(dim=384))
+    service = MemoryService(Settings(data_dir=data_dir), DefaultIdEncoder())
     service.open()
     for s in range(sessions):
         order = [int(rng.integers(8)), int(rng.integers(8))]

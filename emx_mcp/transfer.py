@@ -1,0 +1,298 @@
+"""Export and import of memories as JSON lines: one event per line, nothing executable.
+
+A line:
+
+    {"id": "...", "namespace": "default", "session": "...", "position": 0,
+     "timestamp": "2026-11-21T13:47:13.150668Z", "text": "...", "metadata": {},
+     "embedding": {"model": "sentence-transformers/all-MiniLM-L6-v2", "dim": 384,
+                   "encoding": "f32le-base64", "data": "..."}}
+
+`embedding` is optional. On import it is used only if it comes from the model this store was
+built with; otherwise the text is embedded again. Import is idempotent by id, reads the file
+twice (first to check every line, then to store) and never holds the whole file in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from emx_mcp import validation
+from emx_mcp.embedding import Vectors
+from emx_mcp.errors import InvalidInput
+from emx_mcp.service import MemoryService
+from emx_mcp.storage.events import Event
+
+ENCODING = "f32le-base64"
+BATCH = 500
+MAX_ID_CHARS = 128
+MAX_REPORTED_ERRORS = 20
+OnError = Literal["abort", "skip"]
+Progress = Callable[[int], None]  # called with the bytes (import) or events (export) just handled
+
+
+class EmbeddingRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr
+    dim: StrictInt
+    encoding: Literal["f32le-base64"]
+    data: StrictStr
+
+
+class EventRecord(BaseModel):
+    """One line of an export file, as parsed (structure only; `checked_event` checks the values)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: StrictStr
+    namespace: StrictStr
+    session: StrictStr
+    position: StrictInt
+    timestamp: StrictStr
+    text: StrictStr
+    metadata: dict[str, Any] = {}
+    embedding: EmbeddingRecord | None = None
+
+
+def _encode_vector(model_id: str, vector: Vectors) -> dict[str, Any]:
+    data = base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return {"model": model_id, "dim": int(vector.shape[0]), "encoding": ENCODING, "data": data}
+
+
+def _decode_vector(embedding: EmbeddingRecord) -> Vectors:
+    try:
+        raw = base64.b64decode(embedding.data, validate=True)
+    except binascii.Error as exc:
+        raise InvalidInput(f"embedding.data is not base64: {exc}") from None
+    if len(raw) != 4 * embedding.dim:
+        raise InvalidInput(
+            f"embedding.data holds {len(raw)} bytes; dim {embedding.dim} needs {4 * embedding.dim}"
+        )
+    vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(vector).all() or norm == 0.0:
+        raise InvalidInput("embedding.data is not a finite, non-zero vector")
+    return vector / norm
+
+
+def checked_event(record: EventRecord, max_text_chars: int) -> Event:
+    """The event a record describes, with every value held to the rules `remember` applies."""
+    if not 1 <= len(record.id) <= MAX_ID_CHARS or not record.id.isprintable():
+        raise InvalidInput(f"id must be 1-{MAX_ID_CHARS} printable characters")
+    if record.position < 0:
+        raise InvalidInput(f"position must be 0 or more; got {record.position}")
+    return Event(
+        seq=0,
+        id=record.id,
+        namespace=validation.namespace(record.namespace),
+        session=validation.session(record.session),
+        position=record.position,
+        timestamp=validation.timestamp(record.timestamp),
+        text=validation.text(record.text, max_text_chars),
+        metadata=validation.metadata(record.metadata),
+    )
+
+
+def _parse(line: str, max_text_chars: int) -> tuple[Event, EmbeddingRecord | None]:
+    try:
+        record = EventRecord.model_validate_json(line)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'line'}: {err['msg']}" for err in exc.errors()[:3]
+        )
+        raise InvalidInput(problems) from None
+    event = checked_event(record, max_text_chars)
+    if record.embedding is not None:
+        _decode_vector(record.embedding)  # check it now, so that storing cannot fail on it
+    return event, record.embedding
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def export_jsonl(
+    service: MemoryService,
+    out: Path,
+    namespace: str | None = None,
+    embeddings: bool = True,
+    progress: Progress | None = None,
+) -> int:
+    """Write every event (of `namespace`, or all) to `out`, in the order they were stored.
+
+    The file appears whole or not at all: it is written beside `out` and renamed when complete.
+    """
+    namespace_ = None if namespace is None else validation.namespace(namespace)
+    log = service.event_log
+    dim = service.dim
+    model_id = service.encoder.model_id
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    count = 0
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for events, vectors in log.export_batches(namespace_, dim):
+                for event, vector in zip(events, vectors, strict=True):
+                    line: dict[str, Any] = {
+                        "id": event.id,
+                        "namespace": event.namespace,
+                        "session": event.session,
+                        "position": event.position,
+                        "timestamp": event.timestamp,
+                        "text": event.text,
+                        "metadata": event.metadata,
+                    }
+                    if embeddings:
+                        line["embedding"] = _encode_vector(model_id, vector)
+                    fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+                count += len(events)
+                if progress:
+                    progress(len(events))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+# -- import -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ImportReport:
+    lines: int = 0  # non-blank lines read
+    imported: int = 0
+    already_present: int = 0  # same id already in the store: skipped (import is idempotent)
+    reembedded: int = 0  # no embedding, or one from another model: embedded again here
+    skipped: int = 0  # malformed lines left out (on_error="skip")
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, problem), first ones
+    error_count: int = 0
+    aborted: bool = False
+
+    def add_error(self, line: int, problem: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append((line, problem))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | None, int]]:
+    """(line number, text or None if not UTF-8, size in bytes) of each non-blank line."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield number, raw.decode("utf-8"), len(raw)
+            except UnicodeDecodeError:
+                yield number, None, len(raw)
+
+
+def _check_file(
+    service: MemoryService, path: Path, report: ImportReport, progress: Progress | None
+) -> set[int]:
+    """First pass: every problem a line has, against the file and the store. Returns the bad line numbers."""
+    bad: set[int] = set()
+    first_line_of_id: dict[str, int] = {}
+    holder_of_place: dict[tuple[str, str, int], str] = {}
+    pending: list[tuple[int, Event]] = []
+
+    def check_against_store() -> None:
+        present, taken = service.event_log.holders(
+            [e.id for _, e in pending], [(e.namespace, e.session, e.position) for _, e in pending]
+        )
+        for number, event in pending:
+            place = (event.namespace, event.session, event.position)
+            holder = taken.get(place)
+            if event.id not in present and holder is not None and holder != event.id:
+                bad.add(number)
+                report.add_error(
+                    number,
+                    f"position {event.position} of session {event.session!r} is held by another event "
+                    f"({holder})",
+                )
+        pending.clear()
+
+    for number, line, size in _lines(path):
+        report.lines += 1
+        try:
+            if line is None:
+                raise InvalidInput("not valid UTF-8")
+            event, _ = _parse(line, service.settings.max_text_chars)
+            place = (event.namespace, event.session, event.position)
+            if event.id in first_line_of_id:
+                raise InvalidInput(f"id {event.id} appears already on line {first_line_of_id[event.id]}")
+            if holder_of_place.get(place, event.id) != event.id:
+                raise InvalidInput(
+                    f"position {event.position} of session {event.session!r} is also given to another id "
+                    "earlier in the file"
+                )
+            first_line_of_id[event.id] = number
+            holder_of_place[place] = event.id
+            pending.append((number, event))
+            if len(pending) >= BATCH:
+                check_against_store()
+        except (InvalidInput, ValueError) as exc:
+            bad.add(number)
+            report.add_error(number, str(exc))
+        if progress:
+            progress(size)
+    check_against_store()
+    return bad
+
+
+def import_jsonl(
+    service: MemoryService, path: Path, on_error: OnError = "abort", progress: Progress | None = None
+) -> ImportReport:
+    """Import an export file. With on_error="abort", any malformed line means nothing is written.
+
+    Stored in transactions of up to 500 events; an interrupted import is completed by running it again.
+    """
+    report = ImportReport()
+    bad = _check_file(service, path, report, progress)
+    if bad and on_error == "abort":
+        report.aborted = True
+        return report
+    report.skipped = len(bad)
+    batch: list[tuple[Event, EmbeddingRecord | None]] = []
+    for number, line, _ in _lines(path):
+        if number in bad or line is None:
+            continue
+        batch.append(_parse(line, service.settings.max_text_chars))
+        if len(batch) >= BATCH:
+            _store(service, batch, report)
+            batch = []
+    if batch:
+        _store(service, batch, report)
+    return report
+
+
+def _store(
+    service: MemoryService, batch: list[tuple[Event, EmbeddingRecord | None]], report: ImportReport
+) -> None:
+    present, _ = service.event_log.holders([e.id for e, _ in batch], [])
+    new = [(e, emb) for e, emb in batch if e.id not in present]
+    report.already_present += len(batch) - len(new)
+    if not new:
+        return
+    model_id, dim = service.encoder.model_id, service.dim
+    reuse = [emb is not None and emb.model == model_id and emb.dim == dim for _, emb in new]
+    vectors = np.zeros((len(new), dim), dtype=np.float32)
+    for row, ((_, emb), ok) in enumerate(zip(new, reuse, strict=True)):
+        if ok:
+            assert emb is not None
+            vectors[row] = _decode_vector(emb)
+    again = [row for row, ok in enumerate(reuse) if not ok]
+    if again:
+        vectors[again] = service.embed_episodes([new[row][0].text for row in again])
+    service.store_events([e for e, _ in new], vectors)
+    report.imported += len(new)
+    report.reembedded += len(again)

@@ -1,0 +1,101 @@
+"""`emx-mcp health | export | import` as a user runs them (in-process, on real stores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from emx_mcp import cli
+from emx_mcp.config import Settings
+from emx_mcp.server import build_server
+from emx_mcp.service import MemoryService
+from tests.helpers import DefaultIdEncoder
+
+pytestmark = pytest.mark.anyio
+
+NOTES = [
+    "The staging database moved to db-7.",
+    "Keys for the payment API rotate every ninety days.",
+    "The design review is on Tuesday at ten.",
+]
+
+
+def store(path: Path) -> MemoryService:
+    service = MemoryService(Settings(data_dir=path), DefaultIdEncoder())
+    service.open()
+    return service
+
+
+async def test_health_json_is_the_tool_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    service = store(tmp_path)
+    for note in NOTES:
+        service.remember(note, session="s")
+    async with Client(build_server(service)) as client:
+        result = await client.call_tool("index_health", {})
+    service.close()
+    capsys.readouterr()  # what the set-up above logged
+    assert cli.main(["health", "--data-dir", str(tmp_path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    tool = result.structured_content
+    assert tool is not None and printed.keys() == tool.keys()
+    volatile = {"bytes_on_disk"}  # the close in between wrote a snapshot
+    assert {k: v for k, v in printed.items() if k not in volatile} == {
+        k: v for k, v in tool.items() if k not in volatile
+    }
+    assert printed["vectors"] == 3 and printed["status"] == "ok"
+
+
+def test_health_text_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    service = store(tmp_path)
+    service.remember(NOTES[0])
+    service.close()
+    capsys.readouterr()
+    assert cli.main(["health", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("namespace default: ok") and "flat (exact); 1 vectors" in out
+    assert "capacity   1 of 1,000,000 events" in out
+    assert cli.main(["health", "--data-dir", str(tmp_path), "--namespace", "no/such"]) == 1
+    assert "namespace 'no/such' is not allowed" in capsys.readouterr().err
+
+
+def test_export_and_import_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = store(tmp_path / "a")
+    ids = [source.remember(note, session="s").pop().event.id for note in NOTES]
+    source.close()
+    out = tmp_path / "export.jsonl"
+    assert cli.main(["export", "--data-dir", str(tmp_path / "a"), "--out", str(out)]) == 0
+    assert "exported 3 events" in capsys.readouterr().out
+    assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(out)]) == 0
+    assert "imported 3, already present 0, embedded again 0" in capsys.readouterr().out
+    assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(out)]) == 0
+    assert "imported 0, already present 3" in capsys.readouterr().out
+    target = store(tmp_path / "b")
+    assert [target.recall(note, k=1)[0].event.id for note in NOTES] == ids
+    target.close()
+
+
+def test_import_reports_malformed_lines_by_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = store(tmp_path / "a")
+    for note in NOTES:
+        source.remember(note, session="s")
+    source.close()
+    out = tmp_path / "export.jsonl"
+    assert cli.main(["export", "--data-dir", str(tmp_path / "a"), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    lines.insert(1, '{"id": "broken"')
+    out.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out}:2: " in err and "1 of 4 lines are malformed; nothing was imported" in err
+    assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(out), "--on-error", "skip"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        f"{out}:2: " in captured.err
+        and "imported 3" in captured.out
+        and "skipped as malformed 1" in captured.out
+    )
+    assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(tmp_path / "missing.jsonl")]) == 2

@@ -1,0 +1,236 @@
+"""Export and import as JSON lines, through the service with the real SQLite and FAISS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emx_mcp.config import Settings
+from emx_mcp.embedding import HashingEncoder, Vectors
+from emx_mcp.errors import CapacityExceeded
+from emx_mcp.service import MemoryService
+from emx_mcp.transfer import export_jsonl, import_jsonl
+
+NOTES = [
+    "The staging database moved to db-7 after the disk filled up.",
+    "Keys for the payment API rotate every ninety days.",
+    "The design review for the search page is on Tuesday.",
+    "Backups are verified by restoring one table every week.",
+    "The mobile build needs Xcode 17 on the CI runners.",
+    "Lunch on Fridays is pizza in the big meeting room.",
+]
+
+
+class CountingEncoder(HashingEncoder):
+    def __init__(self, model_id: str = "hashing-bow") -> None:
+        super().__init__(dim=64, model_id=model_id)
+        self.encoded = 0
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        self.encoded += len(texts)
+        return super().encode(texts)
+
+
+def open_store(path: Path, encoder: HashingEncoder | None = None, **settings: object) -> MemoryService:
+    service = MemoryService(Settings(data_dir=path, **settings), encoder or HashingEncoder(dim=64))  # type: ignore[arg-type]
+    service.open()
+    return service
+
+
+def filled(path: Path) -> MemoryService:
+    service = open_store(path)
+    for i, note in enumerate(NOTES):
+        service.remember(
+            note, session=f"s{i % 2}", metadata={"n": i}, timestamp=f"2026-0{1 + i}-01T10:00:00Z"
+        )
+    service.remember(NOTES[0] + " Another topic entirely.", namespace="other")
+    return service
+
+
+def recall_ids(service: MemoryService, namespace: str = "default") -> list[list[str]]:
+    return [[h.event.id for h in service.recall(q, k=3, namespace=namespace)] for q in NOTES]
+
+
+def test_export_then_import_into_an_empty_store_recalls_the_same(tmp_path: Path) -> None:
+    source = filled(tmp_path / "a")
+    out = tmp_path / "memories.jsonl"
+    assert export_jsonl(source, out) == len(NOTES) + 1
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["namespace"] for line in lines} == {"default", "other"}
+    assert set(lines[0]) == {
+        "id",
+        "namespace",
+        "session",
+        "position",
+        "timestamp",
+        "text",
+        "metadata",
+        "embedding",
+    }
+    assert lines[0]["embedding"]["model"] == "hashing-bow-64" and lines[0]["embedding"]["dim"] == 64
+
+    encoder = CountingEncoder()
+    target = open_store(tmp_path / "b", encoder)
+    report = import_jsonl(target, out)
+    assert (report.imported, report.already_present, report.error_count) == (len(NOTES) + 1, 0, 0)
+    assert encoder.encoded == 0, "embeddings of the same model are reused, not recomputed"
+    assert recall_ids(target) == recall_ids(source)
+    assert recall_ids(target, "other") == recall_ids(source, "other")
+    for a, b in zip(source.recall(NOTES[2], k=6), target.recall(NOTES[2], k=6), strict=True):
+        assert (a.event.id, a.event.text, a.event.session, a.event.position) == (
+            b.event.id,
+            b.event.text,
+            b.event.session,
+            b.event.position,
+        )
+        assert (a.event.timestamp, a.event.metadata, a.via) == (b.event.timestamp, b.event.metadata, b.via)
+        assert a.score == pytest.approx(b.score, abs=1e-6)
+    assert target.health()["status"] == "ok"
+    # Appending to an imported session continues after its last position.
+    assert target.remember("later note", session="s0").pop().event.position == 3
+    source.close()
+    target.close()
+
+
+def test_import_is_idempotent_by_id(tmp_path: Path) -> None:
+    source = filled(tmp_path / "a")
+    out = tmp_path / "m.jsonl"
+    export_jsonl(source, out)
+    target = open_store(tmp_path / "b")
+    assert import_jsonl(target, out).imported == len(NOTES) + 1
+    again = import_jsonl(target, out)
+    assert (again.imported, again.already_present) == (0, len(NOTES) + 1)
+    assert target.event_log.count() == len(NOTES) + 1 and len(target) == len(NOTES) + 1
+    source.close()
+    target.close()
+
+
+def test_namespace_filter_and_export_without_embeddings(tmp_path: Path) -> None:
+    source = filled(tmp_path / "a")
+    out = tmp_path / "m.jsonl"
+    assert export_jsonl(source, out, namespace="other", embeddings=False) == 1
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert line["namespace"] == "other" and "embedding" not in line
+    encoder = CountingEncoder()
+    target = open_store(tmp_path / "b", encoder)
+    report = import_jsonl(target, out)
+    assert report.imported == report.reembedded == 1 and encoder.encoded == 2  # two sentences
+    assert target.recall(line["text"], namespace="other")[0].event.id == line["id"]
+    source.close()
+    target.close()
+
+
+def test_embeddings_of_another_model_are_recomputed(tmp_path: Path) -> None:
+    source = filled(tmp_path / "a")
+    out = tmp_path / "m.jsonl"
+    export_jsonl(source, out)
+    encoder = CountingEncoder(model_id="another-model")
+    target = open_store(tmp_path / "b", encoder)
+    report = import_jsonl(target, out)
+    assert report.imported == report.reembedded == len(NOTES) + 1 and encoder.encoded >= len(NOTES) + 1
+    # The vectors stored are the target model's, as `remember` would compute them.
+    _, vectors = target.event_log.vectors_of(np.arange(1, 3), 64)
+    expected = target.embed_episodes([NOTES[0], NOTES[1]])
+    assert np.allclose(vectors, expected, atol=1e-6)
+    source.close()
+    target.close()
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def good_line(i: int, **changes: object) -> str:
+    record = {
+        "id": f"evt-{i}",
+        "namespace": "default",
+        "session": "imported",
+        "position": i,
+        "timestamp": "2026-03-01T10:00:00Z",
+        "text": f"Imported note number {i} about topic {i * 7}.",
+        "metadata": {"i": i},
+        **changes,
+    }
+    return json.dumps(record)
+
+
+MALFORMED = {
+    3: "{not json",
+    5: json.dumps({"id": "x"}),  # fields missing
+    7: good_line(7, text=""),
+    9: good_line(9, timestamp="yesterday"),
+    11: good_line(11, position=-1),
+    13: good_line(13, metadata=[1, 2]),
+    15: good_line(15, namespace="a/b"),
+    17: good_line(17, extra="field"),
+    19: good_line(19, embedding={"model": "m", "dim": 4, "encoding": "f32le-base64", "data": "@@@"}),
+    21: good_line(1),  # the id of line 2 again
+}
+
+
+def mixed_file(path: Path) -> Path:
+    lines = [MALFORMED.get(n, good_line(n - 1)) for n in range(1, 24)]
+    return write_lines(path, lines)
+
+
+def test_malformed_lines_abort_everything_and_are_reported_by_line(tmp_path: Path) -> None:
+    target = open_store(tmp_path / "b")
+    report = import_jsonl(target, mixed_file(tmp_path / "bad.jsonl"))
+    assert report.aborted and report.imported == 0
+    assert [line for line, _ in report.errors] == sorted(MALFORMED)
+    problems = dict(report.errors)
+    assert "empty" in problems[7] and "ISO 8601" in problems[9] and "position" in problems[11]
+    assert "namespace" in problems[15] and "extra" in problems[17] and "base64" in problems[19]
+    assert "line 2" in problems[21]
+    assert target.event_log.count() == 0 and len(target) == 0
+    target.close()
+
+
+def test_skip_imports_every_good_line(tmp_path: Path) -> None:
+    target = open_store(tmp_path / "b")
+    report = import_jsonl(target, mixed_file(tmp_path / "bad.jsonl"), on_error="skip")
+    assert not report.aborted and report.skipped == len(MALFORMED)
+    assert report.imported == 23 - len(MALFORMED) == target.event_log.count() == len(target)
+    assert target.recall("Imported note number 1 about topic 7.", k=1)[0].event.id == "evt-1"
+    target.close()
+
+
+def test_non_utf8_line_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "bin.jsonl"
+    path.write_bytes(good_line(0).encode() + b"\n\xff\xfe broken\n" + good_line(1).encode() + b"\n\n")
+    target = open_store(tmp_path / "b")
+    report = import_jsonl(target, path)
+    assert report.aborted and report.errors == [(2, "not valid UTF-8")] and report.lines == 3
+    target.close()
+
+
+def test_a_place_held_by_another_event_is_an_error(tmp_path: Path) -> None:
+    target = open_store(tmp_path / "b")
+    held = target.remember("already here", session="imported").pop().event  # position 0
+    report = import_jsonl(target, write_lines(tmp_path / "c.jsonl", [good_line(0), good_line(1)]))
+    assert report.aborted and report.errors[0][0] == 1 and held.id in report.errors[0][1]
+    assert target.event_log.count() == 1
+    target.close()
+
+
+def test_capacity_limit_applies_to_imports(tmp_path: Path) -> None:
+    target = open_store(tmp_path / "b", max_events=3)
+    with pytest.raises(CapacityExceeded):
+        import_jsonl(target, write_lines(tmp_path / "c.jsonl", [good_line(i) for i in range(5)]))
+    assert target.event_log.count() == 0
+    target.close()
+
+
+def test_export_replaces_the_file_only_when_complete(tmp_path: Path) -> None:
+    source = filled(tmp_path / "a")
+    out = tmp_path / "m.jsonl"
+    out.write_text("previous export\n")
+    export_jsonl(source, out)
+    assert len(out.read_text().splitlines()) == len(NOTES) + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "m.jsonl"]
+    source.close()
