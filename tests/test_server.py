@@ -105,9 +105,11 @@ async def test_recall_on_empty_store_returns_nothing(client: Client) -> None:
 
 async def test_new_tools_are_annotated(client: Client) -> None:
     tools = {t.name: t for t in (await client.list_tools()).tools}
-    for name in ("recall", "recall_batch", "index_health"):
+    for name in ("recall", "recall_batch", "index_health", "predict_next"):
         annotations = tools[name].annotations
         assert annotations is not None and annotations.read_only_hint is True, name
+        assert annotations.destructive_hint is False, name
+        assert len(tools[name].description or "") > 150, f"{name} needs a description for the calling model"
     forget = tools["forget"].annotations
     assert forget is not None and forget.destructive_hint is True and forget.read_only_hint is False
     health_schema = tools["index_health"].output_schema
