@@ -4,6 +4,11 @@ Lessons others paid for, applied here: predictions and targets are L2-normalised
 loss and metric; the loss is MSE + 0.5 * (1 - cos) + alpha * InfoNCE (tau 0.07); model selection
 and early stopping use validation Hit@5 against the whole memory, never the loss; the split is by
 whole sessions; a checkpoint records the embedding model and is refused with another one.
+
+The InfoNCE term ranks each prediction against the training memory (every episode of the
+training sessions, or a sample of MAX_NEGATIVES of them plus the batch's targets), not only the
+other targets of its batch: that is the ranking `predict_next` is judged on. The episodes of a
+window's own context are masked out of it, as they are at evaluation.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -31,6 +37,7 @@ from emx_mcp.storage.index import write_atomic
 MIN_TRAIN_WINDOWS = 200
 MIN_VALIDATION_WINDOWS = 50
 BLEND_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+MAX_NEGATIVES = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +73,61 @@ class Outcome:
     seconds: float = 0.0
 
 
-def loss_fn(pred: torch.Tensor, target: torch.Tensor, alpha: float, tau: float) -> torch.Tensor:
+def loss_fn(
+    pred: torch.Tensor, target: torch.Tensor, negatives: Negatives, batch: Batch, alpha: float, tau: float
+) -> torch.Tensor:
+    """MSE + 0.5 * (1 - cos) + alpha * InfoNCE over the training memory, on unit vectors."""
     pred = nn.functional.normalize(pred, dim=-1)
     target = nn.functional.normalize(target, dim=-1)
     mse = ((pred - target) ** 2).sum(-1).mean()
     cos = (1 - (pred * target).sum(-1)).mean()
-    logits = pred @ target.T / tau
-    info_nce = nn.functional.cross_entropy(logits, torch.arange(len(pred)))
+    if alpha == 0.0:
+        return mse + 0.5 * cos
+    logits = (pred @ negatives.vectors[batch.columns].T / tau).masked_fill(batch.masked, float("-inf"))
+    info_nce = nn.functional.cross_entropy(logits, batch.labels)
     return mse + 0.5 * cos + alpha * info_nce
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The memory rows a batch is ranked against, each window's right row, and its masked ones."""
+
+    columns: torch.Tensor  # (K,) rows of Negatives.vectors
+    labels: torch.Tensor  # (B,) position of each window's target within `columns`
+    masked: torch.Tensor  # (B, K) True where a column is in the window's context
+
+
+@dataclass(frozen=True, slots=True)
+class Negatives:
+    """The training memory: every episode of the training sessions, as InfoNCE's candidates."""
+
+    seqs: npt.NDArray[np.int64]  # (N,) ascending
+    vectors: torch.Tensor  # (N, d)
+
+    @classmethod
+    def of(cls, sessions: list[Session]) -> Negatives:
+        seqs = np.concatenate([s.seqs for s in sessions])
+        vectors = np.vstack([s.vectors for s in sessions])
+        order = np.argsort(seqs)
+        return cls(seqs[order], torch.from_numpy(np.ascontiguousarray(vectors[order])))
+
+    def batch(self, w: Windows, idx: npt.NDArray[np.int64], rng: np.random.Generator) -> Batch:
+        target_rows = np.searchsorted(self.seqs, w.target_seqs[idx])
+        if len(self.seqs) <= MAX_NEGATIVES:
+            columns = np.arange(len(self.seqs))
+        else:
+            sample = rng.choice(len(self.seqs), MAX_NEGATIVES, replace=False)
+            columns = np.union1d(sample, target_rows)
+        labels = np.searchsorted(columns, target_rows)
+        contexts = w.context_seqs[idx]  # (B, C), -1 for padding
+        rows = np.searchsorted(self.seqs, contexts).clip(0, len(self.seqs) - 1)
+        known = (contexts >= 0) & (self.seqs[rows] == contexts)
+        places = np.searchsorted(columns, rows).clip(0, len(columns) - 1)
+        present = known & (columns[places] == rows)
+        masked = np.zeros((len(idx), len(columns)), dtype=bool)
+        batch_rows, context_slots = np.nonzero(present)
+        masked[batch_rows, places[batch_rows, context_slots]] = True
+        return Batch(torch.from_numpy(columns), torch.from_numpy(labels), torch.from_numpy(masked))
 
 
 def predict(model: NextEpisodeGRU, w: Windows, batch: int = 1024) -> Vectors:
@@ -104,6 +158,7 @@ def train(
             f"{MIN_TRAIN_WINDOWS} and {MIN_VALIDATION_WINDOWS}. Store more sessions first."
         )
     memory = evaluate.Memory.of(sessions)
+    negatives = Negatives.of(train_sessions)
     session_index = {s.name: i for i, s in enumerate(sessions)}
     dim = train_w.targets.shape[1]
     model = NextEpisodeGRU(dim, config.hidden)
@@ -134,7 +189,9 @@ def train(
         for lo in range(0, len(order), config.batch_size):
             idx = order[lo : lo + config.batch_size]
             pred = model(torch.from_numpy(train_w.contexts[idx]), torch.from_numpy(train_w.lengths[idx]))
-            loss = loss_fn(pred, torch.from_numpy(train_w.targets[idx]), config.alpha, config.tau)
+            target = torch.from_numpy(train_w.targets[idx])
+            batch = negatives.batch(train_w, idx, rng)
+            loss = loss_fn(pred, target, negatives, batch, config.alpha, config.tau)
             optimiser.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -197,6 +254,7 @@ def save(path: Path, model: NextEpisodeGRU, outcome: Outcome, model_id: str, con
         "config": asdict(config),
         "outcome": asdict(outcome),
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     save_file(model.state_dict(), str(tmp), metadata={"emx": json.dumps(meta)})
     write_atomic(path, tmp.read_bytes())

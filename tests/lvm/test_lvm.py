@@ -154,3 +154,27 @@ def test_checkpoint_round_trip_and_model_mismatch(tmp_path: Path) -> None:
     with pytest.raises(StoreMismatch):
         train.load(path, "model-a", DIM + 1)
     assert b"pickle" not in path.read_bytes()[:200]
+
+
+@pytest.mark.parametrize("cap", [10_000, 7])
+def test_infonce_ranks_against_the_training_memory_without_the_context(
+    cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train, "MAX_NEGATIVES", cap)  # 7: a sample of the memory plus the targets
+    sessions = second_order_sessions(3, length=6)
+    negatives = train.Negatives.of(sessions)
+    w = windows(sessions, context=3)
+    idx = np.arange(len(w))
+    batch = negatives.batch(w, idx, np.random.default_rng(0))
+    seqs = negatives.seqs[batch.columns.numpy()]
+    # Each window's label is the column of its own target ...
+    assert (seqs[batch.labels.numpy()] == w.target_seqs).all()
+    for row in range(len(w)):
+        context = {int(s) for s in w.context_seqs[row] if s >= 0}
+        masked = {int(s) for s in seqs[batch.masked[row].numpy()]}
+        # ... and exactly the context episodes present among the columns are masked.
+        assert masked == context & set(seqs.tolist())
+        assert int(w.target_seqs[row]) not in masked
+    if cap == 7:
+        assert len(seqs) < len(negatives.seqs)
+        assert set(w.target_seqs.tolist()) <= set(seqs.tolist())
