@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python benchmarks/retrieval_quality.py
 	$(BIN)/python benchmarks/lvm.py
 	$(BIN)/python benchmarks/health_example.py
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
@@ -99,7 +100,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def serve(settings: Settings) -> None:
     from emx_mcp.server import build_server
-    from emx_mcp.transport import base_url, serve_network
+    from emx_mcp.transport import base_url, serve_network, serve_stdio
 
     service = MemoryService(settings, SentenceTransformerEncoder(settings.model))
     server = build_server(service)
@@ -111,7 +112,7 @@ def serve(settings: Settings) -> None:
     terminated = False
     try:
         if settings.transport == "stdio":
-            server.run("stdio")
+            anyio.run(serve_stdio, server)
         else:
             path = "/mcp" if settings.transport == "http" else "/sse"
             structlog.get_logger(__name__).info(
@@ -141,6 +142,7 @@ def health(settings: Settings, args: argparse.Namespace) -> int:
 
     service = _open_service(settings)
     try:
+        service.wait_for_integrity_check()
         report = IndexHealth.model_validate(service.health(args.namespace))
     finally:
         service.close()
@@ -157,7 +159,7 @@ def format_health(h: Any) -> str:
     lines += [f"  ! {reason}" for reason in h.reasons]
     index = f"ivf ({h.index_type}), nlist {h.nlist}, nprobe {h.nprobe}" if h.kind == "ivf" else "flat (exact)"
     lines.append(f"  index      {index}; {h.vectors:,} vectors ({h.buffered:,} in the exact buffer)")
-    lines.append(f"  log        {h.events_in_log:,} events in this namespace")
+    lines.append(f"  log        {h.events_in_log:,} events in this namespace; integrity {h.integrity}")
     if h.measured_recall_at_10 is not None:
         measured = f", measured {h.recall_measured_at} on {h.recall_probes} probes" if h.recall_probes else ""
         lines.append(f"  recall@10  {h.measured_recall_at_10} (target {h.target_recall}){measured}")
@@ -248,7 +250,9 @@ def train_lvm(settings: Settings, args: argparse.Namespace) -> int:
     try:
         namespace = validation.namespace(args.namespace)
         sessions = [Session(n, s, v) for n, s, v in service.event_log.sessions(namespace)]
-        config = train.TrainConfig(context=args.context, epochs=args.epochs, patience=args.patience)
+        config = train.TrainConfig(
+            context=args.context, epochs=args.epochs, patience=args.patience, alpha=args.alpha
+        )
         bar = tqdm(total=config.epochs, desc="training", unit="epoch", file=sys.stderr)
 
         def progress(message: str) -> None:
@@ -263,7 +267,6 @@ def train_lvm(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             bar.close()
         path = service.predictors.path(namespace)
-        path.parent.mkdir(parents=True, exist_ok=True)
         train.save(path, model, outcome, service.encoder.model_id, config)
     finally:
         service.close()
@@ -338,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     lvm.add_argument("--context", type=int, default=16, help="episodes of context (default 16)")
     lvm.add_argument("--epochs", type=int, default=20, help="at most this many epochs (default 20)")
     lvm.add_argument("--patience", type=int, default=3, help="stop after this many epochs without gain")
+    lvm.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="weight of the InfoNCE term over the whole training memory (default 0.05)",
+    )
     return parser
 
 

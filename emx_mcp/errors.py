@@ -23,3 +23,7 @@ class StoreMismatch(EmxError):
 
 class PlaceTaken(EmxError):
     """An imported event's id or place in its session is held by another event; nothing was written."""
+
+
+class StorageError(EmxError):
+    """The event log could not be written (disk full, read-only, I/O error); nothing was stored."""

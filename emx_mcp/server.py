@@ -156,6 +156,10 @@ class IndexHealth(BaseModel):
     bytes_in_memory: int
     bytes_on_disk: DiskUse
     capacity: Capacity
+    integrity: str = Field(
+        description="SQLite quick_check of the event log, run in the background at start: 'ok', "
+        "'checking', or 'failed: <problems>'."
+    )
 
 
 def _stored(episode: Episode) -> StoredEvent:

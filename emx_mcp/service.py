@@ -78,6 +78,10 @@ class MemoryService:
         self._index_lock = threading.RLock()
         self._snapshot_lock = threading.Lock()
         self._snapshot_thread: threading.Thread | None = None
+        self._snapshot_error: str | None = None
+        # SQLite quick_check of the event log, run in the background after each open.
+        self.integrity = "not checked"
+        self._integrity_thread = threading.Thread()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -91,6 +95,7 @@ class MemoryService:
                 self._dim = self._bind_model(event_log)
                 self._log = event_log
                 self.predictors = Predictors(self.settings.data_dir / "lvm", self.encoder.model_id, self._dim)
+                self._remove_interrupted_snapshots()
                 self._load_snapshots()
                 self._catch_up()
             except BaseException:
@@ -98,6 +103,27 @@ class MemoryService:
                 event_log.close()
                 raise
             log.info("store opened", data_dir=str(self.settings.data_dir), events=len(self), dim=self._dim)
+            self.integrity = "checking"
+            self._integrity_thread = threading.Thread(
+                target=self._check_integrity, args=(event_log,), name="emx-integrity", daemon=True
+            )
+            self._integrity_thread.start()
+
+    def wait_for_integrity_check(self, timeout: float | None = None) -> str:
+        """The integrity check's verdict, once it is done (or `timeout` seconds have passed)."""
+        self.open()
+        self._integrity_thread.join(timeout)
+        return self.integrity
+
+    def _check_integrity(self, event_log: EventLog) -> None:
+        """quick_check the log without holding up the handshake or any tool call."""
+        try:
+            problems = event_log.check_integrity()
+        except Exception as exc:  # the check itself failing is reported, not raised
+            problems = [f"{type(exc).__name__}: {exc}"]
+        self.integrity = "ok" if not problems else "failed: " + "; ".join(problems[:5])
+        if problems:
+            log.error("event log integrity check failed", path=str(event_log.path), problems=problems[:5])
 
     def warm_up(self) -> None:
         """Open the store and load the encoder, so the first tool call is fast."""
@@ -116,7 +142,11 @@ class MemoryService:
             thread = self._snapshot_thread
             if thread is not None:
                 thread.join()
-            self.snapshot()
+            try:
+                self.snapshot()
+            except Exception:
+                # Derived data only: the next start rebuilds what the snapshot would have saved.
+                log.exception("final index snapshot failed; the next start replays the event log")
             self._log.close()
             self._log = None
 
@@ -259,9 +289,9 @@ class MemoryService:
             raise InvalidInput("pass either ids (a list of event ids) or session, not both and not neither.")
         ids_: list[str] | None = None
         if ids is not None:
-            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            if not isinstance(ids, list) or not ids:
                 raise InvalidInput("ids must be a non-empty list of event id strings.")
-            ids_ = list(dict.fromkeys(ids))
+            ids_ = list(dict.fromkeys(validation.event_id(i, f"ids[{n}]") for n, i in enumerate(ids)))
         session_ = None if session is None else validation.session(session)
         self.open()
         removed = self.event_log.forget(namespace_, ids_, session_)
@@ -283,8 +313,7 @@ class MemoryService:
         self._catch_up()
         up_to = None
         if after_event_id is not None:
-            if not isinstance(after_event_id, str):
-                raise InvalidInput("after_event_id must be an event id string.")
+            after_event_id = validation.event_id(after_event_id, "after_event_id")
             anchor = self.event_log.by_id(after_event_id)
             if anchor is None or anchor.namespace != namespace_:
                 raise NotFound(f"no event with id {after_event_id[:80]!r} in namespace {namespace_!r}.")
@@ -387,9 +416,18 @@ class MemoryService:
         if recall is not None and recall < self.policy.target_recall:
             status = "warning" if status == "ok" else status
             reasons.append(f"measured recall@10 {recall} is below the target {self.policy.target_recall}")
+        if self.integrity.startswith("failed"):
+            status = "degraded"
+            reasons.append(f"the event log's SQLite integrity check {self.integrity}")
+        if self._snapshot_error is not None:
+            status = "warning" if status == "ok" else status
+            reasons.append(
+                f"the last index snapshot could not be written ({self._snapshot_error}); the event log "
+                "holds everything and a restart replays it"
+            )
         if report["retraining"]:
             reasons.append("a retraining is in progress; reads and writes continue")
-        report.update(status=status, reasons=reasons)
+        report.update(status=status, reasons=reasons, integrity=self.integrity)
         return report
 
     def _recall(
@@ -616,10 +654,25 @@ class MemoryService:
                         ):
                             continue  # another process already wrote one at least as new
                         write_atomic(path, blob)
-            except BaseException:
+            except BaseException as exc:
                 with self._index_lock:
                     self._dirty.update(blobs)
+                self._snapshot_error = f"{type(exc).__name__}: {exc}"
                 raise
+            self._snapshot_error = None
+
+    def _remove_interrupted_snapshots(self) -> None:
+        """Delete temporary files of snapshot writes that a crash interrupted.
+
+        Snapshots are written under the data directory's snapshot lock, so a temporary file seen
+        while holding it belongs to no write in progress.
+        """
+        if not self.settings.index_dir.is_dir():
+            return
+        with self._snapshot_file_lock():
+            for leftover in self.settings.index_dir.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+                log.info("removed the temporary file of an interrupted snapshot", path=str(leftover))
 
     @contextlib.contextmanager
     def _snapshot_file_lock(self) -> Iterator[None]:

@@ -34,7 +34,6 @@ from emx_mcp.storage.events import Event
 
 ENCODING = "f32le-base64"
 BATCH = 500
-MAX_ID_CHARS = 128
 MAX_REPORTED_ERRORS = 20
 OnError = Literal["abort", "skip"]
 Progress = Callable[[int], None]  # called with the bytes (import) or events (export) just handled
@@ -87,13 +86,11 @@ def _decode_vector(embedding: EmbeddingRecord) -> Vectors:
 
 def checked_event(record: EventRecord, max_text_chars: int) -> Event:
     """The event a record describes, with every value held to the rules `remember` applies."""
-    if not 1 <= len(record.id) <= MAX_ID_CHARS or not record.id.isprintable():
-        raise InvalidInput(f"id must be 1-{MAX_ID_CHARS} printable characters")
     if record.position < 0:
         raise InvalidInput(f"position must be 0 or more; got {record.position}")
     return Event(
         seq=0,
-        id=record.id,
+        id=validation.event_id(record.id),
         namespace=validation.namespace(record.namespace),
         session=validation.session(record.session),
         position=record.position,

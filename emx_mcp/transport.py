@@ -1,23 +1,33 @@
-"""The network transports: streamable HTTP (at /mcp) and SSE (at /sse), with auth and DNS-rebinding checks.
+"""The transports: stdio, and streamable HTTP (at /mcp) and SSE (at /sse) with auth and DNS-rebinding checks.
 
-stdio needs none of this: the client that starts the process owns its pipes. Over the network the
-SDK's pieces do the work: a `TokenVerifier` behind its bearer-auth middleware (every MCP request
-needs `Authorization: Bearer <token>`, else 401) and its transport security settings (requests
-whose Host or Origin header is not allowed get 421 / 403).
+stdio needs no security: the client that starts the process owns its pipes. It needs one repair:
+the SDK drops a line it cannot parse without replying, so a request in it is never answered (see
+AnswerUnparsable). Over the network the SDK's pieces do the work: a `TokenVerifier` behind its
+bearer-auth middleware (every MCP request needs `Authorization: Bearer <token>`, else 401) and its
+transport security settings (requests whose Host or Origin header is not allowed get 421 / 403).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
+from types import TracebackType
+from typing import Any
 
+import anyio
+import mcp_types as types
+import structlog
 from mcp.server import MCPServer
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
 
 from emx_mcp.config import Settings, is_loopback
+
+log = structlog.get_logger(__name__)
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::")
@@ -102,3 +112,88 @@ def serve_network(server: MCPServer, settings: Settings) -> None:
         lifespan="on",
     )
     uvicorn.Server(config).run()
+
+
+class AnswerUnparsable:
+    """The stdio read stream, except that a line the SDK could not parse gets an error reply.
+
+    The SDK hands such a line on as an exception, which its dispatcher drops: a client whose
+    request was in it waits for ever. One way to get there is ordinary: a lone UTF-16 surrogate
+    escape (JavaScript's JSON.stringify writes `\\ud800` for a string cut inside an emoji), which
+    Python's json accepts and the SDK's parser refuses. Such a request is answered with an error
+    for its id; a line that is not JSON at all with a parse error for id null (JSON-RPC 2.0).
+    """
+
+    def __init__(self, inner: Any, replies: Any) -> None:
+        self._inner = inner  # ReadStream[SessionMessage | Exception]
+        self._replies = replies  # WriteStream[SessionMessage]
+
+    @property
+    def last_context(self) -> Any:
+        """The sender's context of the last message, which the SDK's dispatcher reads."""
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            item = await self._inner.receive()
+            if not isinstance(item, Exception):
+                return item  # type: ignore[no-any-return]
+            await self._replies.send(SessionMessage(reply_to_unparsable(item)))
+
+    def __aiter__(self) -> AnswerUnparsable:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> AnswerUnparsable:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        result: bool | None = await self._inner.__aexit__(exc_type, exc, tb)
+        return result
+
+
+def reply_to_unparsable(exc: Exception) -> types.JSONRPCError:
+    """The error answering a line the SDK could not parse, for the request's id when it has one."""
+    errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
+    raw = errors[0].get("input") if errors else None
+    try:
+        message = json.loads(raw) if isinstance(raw, str | bytes) else None
+    except ValueError:
+        message = None
+    request_id = message.get("id") if isinstance(message, dict) and "method" in message else None
+    if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+        log.warning("unparsable message", problem=str(exc)[:200])
+        error = types.ErrorData(code=types.PARSE_ERROR, message=f"Parse error: {str(exc)[:200]}")
+        return types.JSONRPCError(jsonrpc="2.0", id=None, error=error)
+    log.warning("request with text that is not valid Unicode refused", id=request_id)
+    error = types.ErrorData(
+        code=types.INVALID_PARAMS,
+        message="the request contains a lone UTF-16 surrogate (such as \\ud800, left when text is cut "
+        "inside an emoji), which is not valid Unicode; nothing was done. Send well-formed text.",
+    )
+    return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+
+
+async def serve_stdio(server: MCPServer) -> None:
+    """What `MCPServer.run("stdio")` does, with unparsable lines answered (see AnswerUnparsable)."""
+    from mcp.server.stdio import stdio_server
+
+    # The SDK offers no public way to hand its server other streams than its own.
+    lowlevel = server._lowlevel_server
+    async with stdio_server() as (read_stream, write_stream):
+        await lowlevel.run(
+            AnswerUnparsable(read_stream, write_stream),
+            write_stream,
+            lowlevel.create_initialization_options(),
+        )

@@ -11,6 +11,7 @@ from emx_mcp.errors import InvalidInput
 
 MAX_K = 100
 MAX_SESSION_CHARS = 256
+MAX_ID_CHARS = 128
 MAX_METADATA_BYTES = 64 * 1024
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -68,6 +69,19 @@ def session(value: object) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise InvalidInput("session contains control characters; use printable text.")
     _check_utf8(value, "session")
+    return value
+
+
+def event_id(value: object, what: str = "id") -> str:
+    """An event id as the caller gives it: printable text of at most 128 characters."""
+    _check_type(value, str, what)
+    assert isinstance(value, str)
+    if not 1 <= len(value) <= MAX_ID_CHARS or not value.isprintable():
+        raise InvalidInput(
+            f"{what} {value[:80]!r} is not an event id: ids are 1-{MAX_ID_CHARS} printable characters, "
+            "as `remember` and `recall` return them."
+        )
+    _check_utf8(value, what)
     return value
 
 

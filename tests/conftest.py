@@ -12,6 +12,10 @@ from emx_mcp.server import build_server
 from emx_mcp.service import MemoryService
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="fuzz with 10,000 examples per tool instead of 300")
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

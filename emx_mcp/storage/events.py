@@ -9,6 +9,7 @@ removals.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
@@ -23,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StoreMismatch
+from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch
 
 SCHEMA_VERSION = 1
 
@@ -54,7 +55,6 @@ CREATE TABLE IF NOT EXISTS counters (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO counters (key, value) SELECT 'events', COUNT(*) FROM events;
 """
 
 _COLUMNS = "seq, id, namespace, session, position, timestamp, text, metadata"
@@ -143,6 +143,10 @@ class EventLog:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
+            # Counted once, when the counter is created: a full count at every start would read
+            # every event (and stop a store with one damaged index page from opening at all).
+            if self._conn.execute("SELECT 1 FROM counters WHERE key = 'events'").fetchone() is None:
+                self._conn.execute("INSERT INTO counters (key, value) SELECT 'events', COUNT(*) FROM events")
             version = self._meta_get("schema_version")
             if version is None:
                 self._meta_set("schema_version", str(SCHEMA_VERSION))
@@ -154,7 +158,7 @@ class EventLog:
     # -- transactions -------------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn, self._lock)
+        return _Transaction(self._conn, self._lock, self.path)
 
     def _meta_get(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -364,6 +368,14 @@ class EventLog:
             rows = self._conn.execute("SELECT DISTINCT namespace FROM events").fetchall()
         return [r[0] for r in rows]
 
+    def seqs(self, namespace: str) -> npt.NDArray[np.int64]:
+        """Seqs of every event of `namespace`, ascending."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq FROM events WHERE namespace = ? ORDER BY seq", (namespace,)
+            ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
     def by_seqs(self, seqs: Sequence[int]) -> dict[int, Event]:
         """Events for the given seqs; seqs that no longer exist are absent from the result."""
         wanted = sorted({int(s) for s in seqs if s >= 0})
@@ -531,39 +543,85 @@ class EventLog:
             yield seqs, [r[1] for r in rows], vectors
             cursor = int(seqs[-1])
 
+    def check_integrity(self) -> list[str]:
+        """SQLite's quick_check on a read-only connection of its own: [] when sound, else the problems.
+
+        Its own connection reads a snapshot of the database (WAL), so writers go on meanwhile.
+        """
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        finally:
+            conn.close()
+        return [str(r[0]) for r in rows if r[0] != "ok"]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT under the connection lock; ROLLBACK on any error."""
+    """BEGIN IMMEDIATE ... COMMIT under the connection lock; ROLLBACK on any error.
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+    A failure of SQLite or of the file system (disk full, a read-only file, I/O errors, the write
+    lock held by another process past the busy timeout) leaves nothing written and is raised as
+    StorageError.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, path: Path) -> None:
         self._conn = conn
         self._lock = lock
+        self._path = path
 
     def __enter__(self) -> None:
         self._lock.acquire()
         try:
             self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            self._lock.release()
+            raise storage_error(self._path, exc) from exc
         except BaseException:
             self._lock.release()
             raise
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
-            if exc_type is None:
+            if exc is None:
                 try:
                     self._conn.execute("COMMIT")
-                except BaseException:
+                except sqlite3.Error as commit_error:
                     self._rollback()
-                    raise
+                    raise storage_error(self._path, commit_error) from commit_error
             else:
                 self._rollback()
+                failed = isinstance(exc, sqlite3.Error | OSError) and not isinstance(
+                    exc, sqlite3.IntegrityError
+                )
+                if failed:
+                    raise storage_error(self._path, exc) from exc
         finally:
             self._lock.release()
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (after a full disk or an I/O error).
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+
+def storage_error(path: Path, exc: BaseException) -> StorageError:
+    """What went wrong writing the event log, and what to do; nothing was written."""
+    reason = str(exc)
+    if "locked" in reason or "busy" in reason:
+        remedy = "another process held its write lock for more than 30 s; try again"
+    elif "full" in reason:
+        remedy = "free some disk space, then try again"
+    elif "readonly" in reason or "read-only" in reason:
+        remedy = f"make {path.parent} writable for this user, then try again"
+    else:
+        remedy = "check the disk and that the folder is writable, then try again"
+    return StorageError(
+        f"the event log {path} could not be written ({reason}); nothing was stored: {remedy}."
+    )

@@ -194,6 +194,19 @@ def _extract(index: Any, dim: int) -> tuple[Ids, Vectors]:
     return faiss.vector_to_array(index.id_map).astype(np.int64), np.ascontiguousarray(vectors)
 
 
+def _ids_of(index: Any) -> Ids:
+    """The ids of a flat IndexIDMap or of an IVF index's inverted lists, without their vectors."""
+    if not hasattr(index, "invlists"):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    invlists = index.invlists
+    parts = [
+        faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy()
+        for list_no in range(index.nlist)
+        if (size := int(invlists.list_size(list_no)))
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
 def _exact_neighbours(base: Vectors, base_ids: Ids, queries: Vectors, k: int) -> Ids:
     _, rows = faiss.knn(queries, base, min(k, len(base)), metric=faiss.METRIC_INNER_PRODUCT)
     ids: Ids = np.where(rows >= 0, base_ids[np.maximum(rows, 0)], -1)
@@ -350,6 +363,12 @@ class VectorIndex:
                 return scores, ids
             d_scores, d_ids = self._delta.search(queries, min(k, int(self._delta.ntotal)), params=flat_params)
         return _merge(scores, ids, d_scores, d_ids, k)
+
+    def ids(self) -> Ids:
+        """Every id the index holds (trained lists, delta and buffer), unordered."""
+        with self._lock.read():
+            parts = [_ids_of(self._live), _ids_of(self._delta)]
+        return np.concatenate(parts)
 
     def list_sizes(self) -> npt.NDArray[np.int64] | None:
         with self._lock.read():

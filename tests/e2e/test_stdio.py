@@ -120,3 +120,45 @@ def test_closing_stdin_during_warm_up_exits_cleanly(tmp_path: Path) -> None:
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 0, stderr.decode()[-2000:]
     assert b"terminate called" not in stderr
+
+
+def test_a_request_the_sdk_cannot_parse_is_answered_not_dropped(tmp_path: Path) -> None:
+    """A lone surrogate escape (JSON.stringify writes one for text cut inside an emoji) gets an error
+    reply for its id; the SDK alone would drop the line and leave the client waiting for ever."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emx_mcp", "serve"],
+        env=server_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def send(line: str) -> dict[str, Any]:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(line.encode() + b"\n")
+        proc.stdin.flush()
+        reply: dict[str, Any] = json.loads(proc.stdout.readline())
+        return reply
+
+    try:
+        init = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        }
+        assert (
+            send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}))["id"] == 1
+        )
+        proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        params = '"params":{"name":"remember","arguments":{"text":"cut \\ud83e"}}'
+        call = '{"jsonrpc":"2.0","id":2,"method":"tools/call",' + params + "}"
+        refused = send(call)
+        assert refused["id"] == 2 and "lone UTF-16 surrogate" in refused["error"]["message"]
+        garbage = send("{this is not json")
+        assert garbage["id"] is None and garbage["error"]["code"] == -32700
+        ok = send(call.replace("\\ud83e", "\\ud83e\\udde0").replace('"id":2', '"id":3'))  # the whole emoji
+        assert ok["id"] == 3 and ok["result"]["structuredContent"]["events"][0]["text"] == "cut \U0001f9e0"
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0

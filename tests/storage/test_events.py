@@ -73,3 +73,12 @@ def test_model_binding_refuses_another_model(tmp_path: Path) -> None:
         log.bind_model("model-b", 384)
     assert log.bound_model() == ("model-a", 384)
     log.close()
+
+
+def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
+    """Power loss: a commit is on disk when `append` returns (WAL, synchronous=FULL)."""
+    log = EventLog(tmp_path / "events.sqlite3")
+    (mode,) = log._conn.execute("PRAGMA journal_mode").fetchone()
+    (sync,) = log._conn.execute("PRAGMA synchronous").fetchone()
+    assert mode == "wal" and sync == 2  # 2 = FULL: the WAL is fsynced at every commit
+    log.close()

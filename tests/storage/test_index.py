@@ -355,3 +355,20 @@ def test_delta_survives_snapshot_remove_and_retraining(tmp_path: Path) -> None:
     everything = sorted(ids.tolist() + delta_ids.tolist())
     assert everything == sorted(set(range(4500)) - {2050, 5})
     assert loaded.health()["training"]["trainings"] == 2
+
+
+def test_write_atomic_syncs_the_file_and_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Power loss: a snapshot is either the old file or the new one, whole, and the rename is durable."""
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    write_atomic(tmp_path / "snap.emxidx", b"x" * 4096)
+    assert len(synced) == 2  # the data before the rename, the folder after it
+    assert (tmp_path / "snap.emxidx").read_bytes() == b"x" * 4096
