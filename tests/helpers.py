@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from mcp import Client
+
 from emx_mcp.embedding import DEFAULT_MODEL_ID, HashingEncoder
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; return its structured result."""
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def error_text(client: Client, tool: str, **arguments: Any) -> str:
+    """Call a tool that must fail; return its error message."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, f"{tool}({arguments}) should have failed"
+    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 class DefaultIdEncoder(HashingEncoder):

@@ -21,6 +21,7 @@ from emx_mcp.embedding import HashingEncoder
 from emx_mcp.errors import StorageError
 from emx_mcp.server import build_server
 from emx_mcp.service import MemoryService
+from tests.helpers import call, error_text
 
 pytestmark = pytest.mark.anyio
 
@@ -30,19 +31,6 @@ LONG = (
     "We rebuilt the database index overnight. Lunch options near the office include pizza. "
     "The pizza place closes early on Fridays. Sushi is another lunch option nearby."
 )
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def error_text(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, f"{tool} should have failed"
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 def fill(service: MemoryService) -> list[str]:

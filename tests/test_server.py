@@ -8,21 +8,9 @@ import pytest
 from mcp import Client
 
 from emx_mcp.service import MemoryService
+from tests.helpers import call, error_text
 
 pytestmark = pytest.mark.anyio
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def error_text(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, f"{tool}({arguments}) should have failed"
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> None:

@@ -16,6 +16,17 @@ from pathlib import Path
 from mcp import StdioServerParameters
 
 SERVER = Path(sys.executable).with_name("emx-mcp")
+# A JSON-RPC initialize request, for tests that speak the protocol by hand.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "emx-tests", "version": "0"},
+    },
+}
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -27,6 +38,17 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def stdio_params(data_dir: Path, **extra: str) -> StdioServerParameters:
     return StdioServerParameters(command=str(SERVER), args=["serve"], env=server_env(data_dir, **extra))
+
+
+def spawn_stdio(data_dir: Path, stderr: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """`python -m emx_mcp serve` with pipes on stdin and stdout, to speak the protocol by hand."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "emx_mcp", "serve"],
+        env=server_env(data_dir),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
 
 
 def free_port() -> int:

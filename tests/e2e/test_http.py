@@ -14,21 +14,11 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.e2e.servers import SERVER, network_server, server_env
+from tests.e2e.servers import INITIALIZE, SERVER, network_server, server_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 TOKEN = "e2e-token-0123456789abcdef"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"},
-    },
-}
 
 
 def post_initialize(url: str, headers: dict[str, str]) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from tests.e2e.servers import server_env, stdio_params
+from tests.e2e.servers import INITIALIZE, spawn_stdio, stdio_params
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -56,26 +55,10 @@ async def test_remember_and_recall_over_stdio_with_the_real_model(tmp_path: Path
 def test_initialize_answers_before_the_model_loads(tmp_path: Path) -> None:
     """The handshake must not wait for the ~5 s model load (DESIGN invariant 7)."""
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emx_mcp", "serve"],
-        env=server_env(tmp_path),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_stdio(tmp_path)
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        request = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "timing-test", "version": "0"},
-            },
-        }
-        proc.stdin.write((json.dumps(request) + "\n").encode())
+        proc.stdin.write((json.dumps(INITIALIZE) + "\n").encode())
         proc.stdin.flush()
         line = proc.stdout.readline()
         elapsed = time.monotonic() - start
@@ -93,25 +76,9 @@ def test_initialize_answers_before_the_model_loads(tmp_path: Path) -> None:
 
 def test_closing_stdin_during_warm_up_exits_cleanly(tmp_path: Path) -> None:
     """The client may leave while the model is still loading; the process must not abort."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emx_mcp", "serve"],
-        env=server_env(tmp_path),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_stdio(tmp_path)
     assert proc.stdin is not None and proc.stdout is not None
-    request = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
-    proc.stdin.write((json.dumps(request) + "\n").encode())
+    proc.stdin.write((json.dumps(INITIALIZE) + "\n").encode())
     proc.stdin.flush()
     assert json.loads(proc.stdout.readline())["id"] == 1
     time.sleep(1.0)  # the warm-up (model load) has started by now
@@ -125,13 +92,7 @@ def test_closing_stdin_during_warm_up_exits_cleanly(tmp_path: Path) -> None:
 def test_a_request_the_sdk_cannot_parse_is_answered_not_dropped(tmp_path: Path) -> None:
     """A lone surrogate escape (JSON.stringify writes one for text cut inside an emoji) gets an error
     reply for its id; the SDK alone would drop the line and leave the client waiting for ever."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emx_mcp", "serve"],
-        env=server_env(tmp_path),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_stdio(tmp_path, stderr=subprocess.DEVNULL)
     assert proc.stdin is not None and proc.stdout is not None
 
     def send(line: str) -> dict[str, Any]:
@@ -142,14 +103,7 @@ def test_a_request_the_sdk_cannot_parse_is_answered_not_dropped(tmp_path: Path) 
         return reply
 
     try:
-        init = {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        }
-        assert (
-            send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}))["id"] == 1
-        )
+        assert send(json.dumps(INITIALIZE))["id"] == 1
         proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
         params = '"params":{"name":"remember","arguments":{"text":"cut \\ud83e"}}'
         call = '{"jsonrpc":"2.0","id":2,"method":"tools/call",' + params + "}"
