@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -81,4 +82,27 @@ def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
     (mode,) = log._conn.execute("PRAGMA journal_mode").fetchone()
     (sync,) = log._conn.execute("PRAGMA synchronous").fetchone()
     assert mode == "wal" and sync == 2  # 2 = FULL: the WAL is fsynced at every commit
+    log.close()
+
+
+def test_insert_keeps_ids_and_places_and_refuses_a_taken_one(tmp_path: Path) -> None:
+    """Import's store step: ids and positions as given; a collision (another writer got there
+    between import's check and its store) raises PlaceTaken and writes nothing of the batch."""
+    from emx_mcp.errors import PlaceTaken
+    from emx_mcp.storage.events import Event
+
+    log = EventLog(tmp_path / "e.db")
+    (held,) = log.append("default", "s", [item("already here")], vecs(1))
+    fresh = Event(0, "imported-1", "default", "s", 5, "2026-01-01T00:00:00.000000Z", "x", {})
+    clash = Event(0, "imported-2", "default", "s", held.position, "2026-01-01T00:00:00.000000Z", "y", {})
+    (stored,) = log.insert([fresh], vecs(1))
+    assert (stored.id, stored.position) == ("imported-1", 5) and stored.seq > held.seq
+    same_id = Event(0, "imported-1", "default", "s", 9, "2026-01-01T00:00:00.000000Z", "z", {})
+    for batch in (
+        [dataclasses.replace(fresh, id="imported-3", position=6), clash],
+        [same_id],
+    ):
+        with pytest.raises(PlaceTaken, match="already taken"):
+            log.insert(batch, vecs(len(batch)))
+    assert log.count() == 2 and log.total() == 2 and log.by_id("imported-3") is None
     log.close()
