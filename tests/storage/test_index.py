@@ -139,7 +139,10 @@ def test_buffered_vectors_survive_training() -> None:
             assert index.health()["kind"] == "flat" and index.health()["buffered"] == (batch + 1) * 100
     assert index.wait_idle(60)
     health = index.health()
-    assert health["kind"] == "ivf" and health["buffered"] == 0 and health["vectors"] == 1200
+    assert health["kind"] == "ivf" and health["vectors"] == 1200
+    # Batches added after the training finished wait in the exact delta until DELTA_MAX of them.
+    assert health["buffered"] in (0, 100, 200)
+    assert health["buffered"] + sum(index._live.invlists.list_size(i) for i in range(health["nlist"])) == 1200
     assert health["nlist"] == nlist_for(health["training"]["vectors_at_training"])
     assert health["training"]["source"] == "stored vectors"
     assert health["training"]["size"] <= 256 * health["nlist"]
