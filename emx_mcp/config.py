@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         le=1.0,
         description="Recall@10 the IVF index tunes nprobe for, measured against exact search.",
     )
+    index_batch_kernels: bool = Field(
+        default=True,
+        description=(
+            "Search batches of 32+ queries on a trained IVF-Flat index list by list with compiled "
+            "kernels (same results, several times faster; about 130 MB more memory once loaded)."
+        ),
+    )
 
     segment_gamma: float = Field(
         default=0.75,
@@ -196,7 +203,10 @@ class Settings(BaseSettings):
 
     def training_policy(self) -> TrainingPolicy:
         return TrainingPolicy(
-            train_at=self.index_train_at, target_recall=self.target_recall, kind=self.index_kind
+            train_at=self.index_train_at,
+            target_recall=self.target_recall,
+            kind=self.index_kind,
+            batch_kernels=self.index_batch_kernels,
         )
 
     @property

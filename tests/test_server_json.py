@@ -82,7 +82,9 @@ def test_every_setting_is_in_the_manifest_with_its_default_and_secrecy() -> None
     for field, info in Settings.model_fields.items():
         variable = listed[env_name(field)]
         assert variable["isSecret"] is (field == "auth_token"), field
-        if info.default is not PydanticUndefined and info.default is not None:
+        if isinstance(info.default, bool):
+            assert variable["format"] == "boolean" and variable["default"] == str(info.default).lower()
+        elif info.default is not PydanticUndefined and info.default is not None:
             assert variable["default"] == str(info.default), field
         if typing.get_origin(info.annotation) is typing.Literal:
             assert variable["choices"] == list(typing.get_args(info.annotation)), field

@@ -10,7 +10,8 @@ from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder, Vectors
 from emx_mcp.errors import CapacityExceeded, InvalidInput, NotFound, StoreMismatch
 from emx_mcp.service import MemoryService
-from emx_mcp.storage.index import snapshot_header
+from emx_mcp.storage import ivf_batch
+from emx_mcp.storage.index import SMALL_BATCH, snapshot_header
 
 
 class CountingEncoder(HashingEncoder):
@@ -275,6 +276,28 @@ def test_recall_batch_matches_single_recalls(service: MemoryService) -> None:
     assert len(batch) == 3
     for query, hits in zip(queries, batch, strict=True):
         assert [h.event.id for h in hits] == [h.event.id for h in service.recall(query, k=4)]
+
+
+def test_recall_batch_on_a_trained_index_matches_single_recalls(tmp_path: Path) -> None:
+    """At SMALL_BATCH queries or more, a trained index answers through ivf_batch's kernels."""
+    assert ivf_batch.wait_ready(timeout=600), ivf_batch.unavailable_reason()
+    svc = reopen(Settings(data_dir=tmp_path, index_train_at=200))
+    rng = np.random.default_rng(3)
+    texts = [" ".join(f"w{j}" for j in rng.choice(400, 8, replace=False)) for _ in range(300)]
+    for t in texts:
+        svc.remember(t, session="s")
+    index = svc.index("default")
+    assert index is not None and index.wait_idle(60) and index.trained
+    queries = texts[::7]
+    assert len(queries) >= SMALL_BATCH
+    batch = svc.recall_batch(queries, k=3)
+    assert index._table is not None
+    for query, hits in zip(queries, batch, strict=True):
+        assert hits[0].event.text == query
+        # The hashing encoder's scores often tie exactly, and tied events may come in either
+        # order; the scores of every item, neighbours included, must be the same.
+        assert np.allclose([h.score for h in hits], [h.score for h in svc.recall(query, k=3)], atol=1e-6)
+    svc.close()
 
 
 def test_recall_batch_limits(service: MemoryService) -> None:

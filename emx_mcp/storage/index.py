@@ -39,6 +39,7 @@ import structlog
 from faiss.contrib.inspect_tools import get_invlist
 
 from emx_mcp.embedding import Vectors
+from emx_mcp.storage import ivf_batch
 from emx_mcp.storage.policy import TrainingPolicy, nlist_for, training_sample_size
 
 log = structlog.get_logger(__name__)
@@ -275,6 +276,8 @@ class VectorIndex:
         self._worker: threading.Thread | None = None
         self._worker_guard = threading.Lock()
         self._next_balance_check = 0
+        # Addresses of the live IVF-Flat lists for batched search; dropped whenever they change.
+        self._table: ivf_batch.ListTable | None = None
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -308,6 +311,7 @@ class VectorIndex:
                     self._fold_delta()
             else:
                 self._live.add_with_ids(vectors, ids)
+                self._table = None
             if self._build is not None:
                 self._build.ops.append((ids, vectors))
         self._maybe_maintain()
@@ -316,6 +320,7 @@ class VectorIndex:
         """Move the delta's vectors into their inverted lists. Caller holds the write lock."""
         ids, vectors = _extract(self._delta, self.dim)
         self._live.add_with_ids(vectors, ids)
+        self._table = None
         self._delta.reset()
 
     def remove(self, ids: Ids) -> int:
@@ -326,6 +331,7 @@ class VectorIndex:
         with self._lock.write():
             selector = faiss.IDSelectorBatch(ids)
             removed = int(self._live.remove_ids(selector)) + int(self._delta.remove_ids(selector))
+            self._table = None
             if self._build is not None:
                 self._build.ops.append((ids, None))
         return removed
@@ -342,6 +348,8 @@ class VectorIndex:
             raise ValueError(f"expected queries (m, {self.dim}); got {queries.shape}")
         if k < 1:
             raise ValueError(f"k must be positive; got {k}")
+        if not np.isfinite(queries).all():
+            raise ValueError("queries must be finite (no NaN or infinity)")
         selector = None
         if allowed is not None:
             allowed = np.ascontiguousarray(allowed, dtype=np.int64)
@@ -357,12 +365,31 @@ class VectorIndex:
             if allowed is not None and len(self):
                 # A filter keeps a fraction of each list; probe more lists to see as many candidates.
                 nprobe = min(int(self._live.nlist), math.ceil(nprobe * len(self) / len(allowed)))
-            params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector)  # type: ignore[call-arg]
-            scores, ids = self._live.search(queries, k, params=params)
+            if selector is None and self._batch_kernel_fits(len(queries)):
+                scores, ids = ivf_batch.search(self._list_table(), queries, nprobe, k)
+            else:
+                params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector)  # type: ignore[call-arg]
+                scores, ids = self._live.search(queries, k, params=params)
             if self._delta.ntotal == 0:
                 return scores, ids
             d_scores, d_ids = self._delta.search(queries, min(k, int(self._delta.ntotal)), params=flat_params)
         return _merge(scores, ids, d_scores, d_ids, k)
+
+    def _batch_kernel_fits(self, rows: int) -> bool:
+        """Whether a search of `rows` queries goes to `ivf_batch` (IVF-Flat, a batch, kernels loaded)."""
+        if rows < SMALL_BATCH or self.policy.kind != "ivf_flat" or not self.policy.batch_kernels:
+            return False
+        if ivf_batch.ready():
+            return True
+        ivf_batch.prepare()  # FAISS answers this batch; later ones use the kernels once loaded
+        return False
+
+    def _list_table(self) -> ivf_batch.ListTable:
+        """The live lists' addresses, read once per change. Caller holds the read lock."""
+        table = self._table
+        if table is None:
+            table = self._table = ivf_batch.list_table(self._live)
+        return table
 
     def ids(self) -> Ids:
         """Every id the index holds (trained lists, delta and buffer), unordered."""
@@ -384,7 +411,7 @@ class VectorIndex:
         return float(len(sizes) * np.square(sizes.astype(np.float64)).sum() / float(sizes.sum()) ** 2)
 
     def memory_bytes(self) -> int:
-        """Bytes of vectors, ids, centroids and probes held in memory (container slack excluded)."""
+        """Bytes of vectors, ids, centroids, probes and list addresses (container slack excluded)."""
         with self._lock.read():
             n = len(self)
             if self.trained:
@@ -394,7 +421,8 @@ class VectorIndex:
                 )
             else:
                 entry, extra = self.dim * 4 + 8, 0
-        return n * entry + extra + self._probes.nbytes + self._probe_ids.nbytes
+            table = 0 if self._table is None else self._table.nbytes
+        return n * entry + extra + table + self._probes.nbytes + self._probe_ids.nbytes
 
     def health(self) -> dict[str, Any]:
         sizes = self.list_sizes()
@@ -526,6 +554,7 @@ class VectorIndex:
                 log.error("index training refused", reason=self.state.last_training_error)
                 return
             self._live = new
+            self._table = None
             self._delta.reset()  # its vectors were copied above or replayed from the log of ops
             self._probe_ids, self._probes = probe_ids, probes
             self.state.nprobe, self.state.measured_recall_at_10 = nprobe, round(recall, 4)

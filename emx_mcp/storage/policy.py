@@ -40,6 +40,8 @@ class TrainingPolicy:
     target_recall: float = 0.95
     probe_queries: int = 500
     kind: IndexKind = "ivf_flat"
+    # Batches on a trained IVF-Flat index go to ivf_batch's compiled kernels (else FAISS).
+    batch_kernels: bool = True
     seed: int = 1234
 
     def __post_init__(self) -> None:

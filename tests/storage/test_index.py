@@ -63,6 +63,8 @@ def test_rejects_wrong_shapes() -> None:
         index.add(np.arange(3), random_unit(3, 9))
     with pytest.raises(ValueError, match="expected queries"):
         index.search(random_unit(1, 4), 1)
+    with pytest.raises(ValueError, match="finite"):
+        index.search(np.full((40, 8), np.nan, dtype=np.float32), 1)
 
 
 def test_snapshot_round_trip_keeps_ids_and_last_seq(tmp_path: Path) -> None:

@@ -1,0 +1,163 @@
+"""The list-major batch search returns FAISS's own answers and follows every write to the lists."""
+
+from __future__ import annotations
+
+import threading
+
+import faiss
+import numpy as np
+import pytest
+from faiss.contrib.inspect_tools import get_invlist
+
+from emx_mcp.embedding import normalize
+from emx_mcp.storage import ivf_batch
+from emx_mcp.storage.index import DELTA_MAX, SMALL_BATCH, VectorIndex
+from emx_mcp.storage.policy import TrainingPolicy
+
+DIM = 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels_loaded() -> None:
+    assert ivf_batch.wait_ready(timeout=600), ivf_batch.unavailable_reason()
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    """Unit vectors around 64 centres, so the inverted lists differ in size as real ones do."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((64, DIM))
+    return normalize(centres[rng.integers(0, 64, n)] + 0.6 * rng.standard_normal((n, DIM)))
+
+
+def trained_index(n: int = 12_000, kind: str = "ivf_flat") -> tuple[VectorIndex, np.ndarray]:
+    vectors = clustered(n, seed=1)
+    index = VectorIndex(DIM, TrainingPolicy(train_at=4_000, kind=kind))  # type: ignore[arg-type]
+    for lo in range(0, n, 4_000):
+        index.add(np.arange(lo, lo + 4_000), vectors[lo : lo + 4_000])
+    assert index.wait_idle(timeout=120) and index.trained
+    return index, vectors
+
+
+def faiss_one_by_one(index: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same search through FAISS, one query at a time, on the same lists and nprobe."""
+    params = faiss.SearchParametersIVF(nprobe=index.state.nprobe)
+    rows = [index._live.search(q.reshape(1, -1), k, params=params) for q in queries]
+    return np.vstack([r[0] for r in rows]), np.vstack([r[1] for r in rows])
+
+
+def assert_same_answers(index: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores, ids = index.search(queries, k)
+    assert index._table is not None, "the batch did not go through ivf_batch"
+    want_scores, want_ids = faiss_one_by_one(index, queries, k)
+    found = ids >= 0
+    assert np.array_equal(found, want_ids >= 0)
+    assert np.allclose(scores[found], want_scores[found], atol=1e-5)
+    # The same ids, except that two vectors tied at the k-th score to rounding may trade places.
+    for row in range(len(ids)):
+        last = want_scores[row][found[row]].min(initial=np.inf)
+        clear = want_ids[row][found[row] & (want_scores[row] > last + 1e-5)]
+        assert np.isin(clear, ids[row]).all()
+        tied = (found[row] & (want_scores[row] <= last + 1e-5)).sum()
+        assert len(np.setdiff1d(ids[row], want_ids[row])) <= tied
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
+    assert np.isneginf(scores[~found]).all()
+    return scores, ids
+
+
+@pytest.mark.parametrize("k", [1, 10, 64])
+def test_batch_gives_faiss_answers(k: int) -> None:
+    index, vectors = trained_index()
+    queries = np.vstack([vectors[::60], clustered(100, seed=9)])
+    _, ids = assert_same_answers(index, queries, k)
+    assert (ids[: len(vectors[::60]), 0] == np.arange(0, 12_000, 60)).all()
+
+
+def test_small_batches_and_sq8_stay_on_faiss() -> None:
+    index, vectors = trained_index()
+    index.search(vectors[: SMALL_BATCH - 1], 5)
+    assert index._table is None
+    index.policy = TrainingPolicy(train_at=4_000, batch_kernels=False)  # EMX_INDEX_BATCH_KERNELS=false
+    index.search(vectors[:200], 5)
+    assert index._table is None
+    sq8, sq8_vectors = trained_index(kind="ivf_sq8")
+    _, ids = sq8.search(sq8_vectors[:200], 1)
+    assert sq8._table is None
+    assert (ids[:, 0] == np.arange(200)).mean() > 0.9
+
+
+def test_batch_follows_adds_and_removes() -> None:
+    index, vectors = trained_index()
+    queries = vectors[:300]
+    assert_same_answers(index, queries, 10)
+    # A batch of DELTA_MAX or more goes straight into the lists, which may move in memory.
+    fresh = clustered(DELTA_MAX + 100, seed=5)
+    fresh_ids = np.arange(50_000, 50_000 + len(fresh))
+    index.add(fresh_ids, fresh)
+    _, ids = assert_same_answers(index, fresh, 1)
+    assert (ids[:, 0] == fresh_ids).all()
+    # Empty one whole list and remove a scattered tenth of the rest.
+    emptied, _ = get_invlist(index._live.invlists, 0)
+    removed = np.concatenate([emptied.astype(np.int64), np.arange(1, 12_000, 10)])
+    assert index.remove(removed) == len(np.unique(removed))
+    assert index._live.invlists.list_size(0) == 0
+    _, ids = assert_same_answers(index, np.vstack([queries, fresh]), 10)
+    assert not np.isin(ids, removed).any()
+
+
+def test_k_beyond_the_probed_vectors_pads_with_minus_one() -> None:
+    index, vectors = trained_index(n=4_000)
+    _, ids = assert_same_answers(index, vectors[:50], 3_000)
+    assert (ids == -1).any()
+
+
+def test_query_chunks_join_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    index, vectors = trained_index()
+    queries = vectors[5::40]
+    whole = index.search(queries, 10)
+    monkeypatch.setattr(ivf_batch, "QUERY_CHUNK", 7)
+    chunked = index.search(queries, 10)
+    assert np.array_equal(whole[1], chunked[1]) and np.allclose(whole[0], chunked[0])
+    # A products budget below one query's worth still searches one query per call.
+    monkeypatch.setattr(ivf_batch, "QUERY_CHUNK", 1024)
+    monkeypatch.setattr(ivf_batch, "PRODUCTS_MAX_BYTES", 16)
+    one_by_one = index.search(queries, 10)
+    assert np.array_equal(whole[1], one_by_one[1]) and np.allclose(whole[0], one_by_one[0])
+
+
+def test_batches_during_writes_see_only_stored_vectors() -> None:
+    index, vectors = trained_index()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[np.ndarray] = []
+
+    def writer() -> None:
+        try:
+            for round_ in range(12):
+                ids = np.arange(100_000 + round_ * 600, 100_000 + (round_ + 1) * 600)
+                index.add(ids, clustered(600, seed=100 + round_))
+                index.remove(np.arange(round_, 12_000, 97))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                seen.append(index.search(vectors[:256], 10)[1])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (writer, reader, reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert seen
+    everything = np.concatenate([np.arange(12_000), np.arange(100_000, 100_000 + 12 * 600)])
+    for ids in seen:
+        assert np.isin(ids[ids >= 0], everything).all()
+    ids = index.ids()
+    assert len(ids) == len(np.unique(ids)) == len(index)
+    assert_same_answers(index, vectors[:300], 10)
