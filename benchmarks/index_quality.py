@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 from common import RESULTS, all_sentences, glove_vectors, minilm_embeddings, percentile, save
 
+from emx_mcp.storage import ivf_batch
 from emx_mcp.storage.index import VectorIndex
 from emx_mcp.storage.policy import TrainingPolicy, nlist_for, training_sample_size
 
@@ -204,6 +205,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="GloVe only, small sizes")
     args = parser.parse_args()
     faiss.omp_set_num_threads(2)
+    if not ivf_batch.wait_ready():
+        print(f"batch kernels unavailable, FAISS answers batches: {ivf_batch.unavailable_reason()}")
     glove = glove_vectors()
     rows = run(
         "glove-50d", glove, [10_000, 50_000] if args.quick else [10_000, 100_000, len(glove) - HELD_OUT]
