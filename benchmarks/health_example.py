@@ -1,7 +1,8 @@
 """A real `index_health` report for the README: 30,000 sentences stored one `remember` at a time.
 
 Sentences from shared/data with their all-MiniLM-L6-v2 embeddings (cached), in sessions of 50,
-through MemoryService with default settings, so the index has trained IVF on real vectors.
+through MemoryService with default settings, so the index has trained IVF on real vectors; then
+one `recall_batch` of 64 of them, which loads the batch kernels.
 
     .venv/bin/python benchmarks/health_example.py
 """
@@ -17,6 +18,7 @@ from common import RESULTS, CachedEncoder, all_sentences
 
 from emx_mcp.config import Settings
 from emx_mcp.service import MemoryService
+from emx_mcp.storage import ivf_batch
 
 COUNT = 30_000
 
@@ -32,6 +34,8 @@ def main() -> None:
         index = service.index("default")
         assert index is not None
         index.wait_idle()
+        service.recall_batch(sentences[:64])  # the first batch of 32+ loads the batch kernels
+        ivf_batch.wait_ready()
         report = service.health()
         service.close()
     finally:

@@ -153,6 +153,11 @@ class IndexHealth(BaseModel):
     training: TrainingInfo | None
     last_training_error: str | None
     retraining: bool
+    batch_kernels: str = Field(
+        description="Compiled list-by-list search for batches of 32+ queries on a trained IVF-Flat "
+        "index: 'ready', 'loading', 'not loaded' (loads on the first such batch), 'off' "
+        "(EMX_INDEX_BATCH_KERNELS=false or ivf_sq8) or 'unavailable: <why>' (FAISS answers, slower)."
+    )
     bytes_in_memory: int
     bytes_on_disk: DiskUse
     capacity: Capacity

@@ -416,6 +416,9 @@ class MemoryService:
         if recall is not None and recall < self.policy.target_recall:
             status = "warning" if status == "ok" else status
             reasons.append(f"measured recall@10 {recall} is below the target {self.policy.target_recall}")
+        if report["kind"] == "ivf" and report["batch_kernels"].startswith("unavailable"):
+            status = "warning" if status == "ok" else status
+            reasons.append(f"batch search kernels {report['batch_kernels']}; FAISS answers batches, slower")
         if self.integrity.startswith("failed"):
             status = "degraded"
             reasons.append(f"the event log's SQLite integrity check {self.integrity}")

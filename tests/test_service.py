@@ -300,6 +300,26 @@ def test_recall_batch_on_a_trained_index_matches_single_recalls(tmp_path: Path) 
     svc.close()
 
 
+def test_health_warns_when_the_batch_kernels_cannot_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = ivf_batch._Loader()
+    broken.failed = "ModuleNotFoundError: No module named 'numba'"
+    monkeypatch.setattr(ivf_batch, "_loader", broken)
+    svc = reopen(Settings(data_dir=tmp_path, index_train_at=200))
+    for i in range(150):
+        svc.remember(f"entry {i} of the first batch")
+    assert svc.health()["status"] == "ok"  # a flat index has no use for them
+    for i in range(150):
+        svc.remember(f"entry {i} of the second batch")
+    index = svc.index("default")
+    assert index is not None and index.wait_idle(60) and index.trained
+    health = svc.health()
+    assert health["status"] == "warning" and health["batch_kernels"].startswith("unavailable")
+    assert any("FAISS answers batches" in r and "numba" in r for r in health["reasons"])
+    svc.close()
+
+
 def test_recall_batch_limits(service: MemoryService) -> None:
     with pytest.raises(InvalidInput, match="1 to 256"):
         service.recall_batch([])

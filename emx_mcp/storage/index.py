@@ -459,6 +459,9 @@ class VectorIndex:
             },
             "last_training_error": state["last_training_error"],
             "retraining": self.retraining,
+            "batch_kernels": ivf_batch.status()
+            if self.policy.kind == "ivf_flat" and self.policy.batch_kernels
+            else "off",
             "bytes_in_memory": self.memory_bytes(),
         }
 

@@ -130,6 +130,15 @@ def unavailable_reason() -> str | None:
     return _loader.failed
 
 
+def status() -> str:
+    """'ready', 'loading', 'not loaded' (nothing has asked yet) or 'unavailable: <why>'."""
+    if _loader.kernels is not None:
+        return "ready"
+    if _loader.failed is not None:
+        return f"unavailable: {_loader.failed}"
+    return "loading" if _loader.started else "not loaded"
+
+
 def search(table: ListTable, queries: Vectors, nprobe: int, k: int) -> tuple[Scores, Ids]:
     """Top-k of `queries` (m, d) over the table's lists: scores (m, k) and ids (m, k), -1 past the end.
 

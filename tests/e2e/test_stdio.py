@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -16,6 +17,7 @@ from tests.e2e.servers import INITIALIZE, spawn_stdio, stdio_params
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "wiki_paragraphs.jsonl"
+SENTENCES = DATA.with_name("wiki_sentences.jsonl")
 
 
 async def test_remember_and_recall_over_stdio_with_the_real_model(tmp_path: Path) -> None:
@@ -116,3 +118,35 @@ def test_a_request_the_sdk_cannot_parse_is_answered_not_dropped(tmp_path: Path) 
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=120) == 0
+
+
+async def test_recall_batch_over_stdio_is_searched_list_by_list(tmp_path: Path) -> None:
+    """The server loads the batch kernels on a trained index, answers through them, stdout stays clean."""
+    sentences = [json.loads(line)["text"] for line in SENTENCES.read_text().splitlines()]
+    params = stdio_params(tmp_path, EMX_INDEX_TRAIN_AT="78")
+    async with Client(params, read_timeout_seconds=120) as client:
+
+        async def health() -> dict[str, Any]:
+            result = await client.call_tool("index_health", {})
+            assert result.structured_content is not None
+            return result.structured_content
+
+        for sentence in sentences:
+            assert not (await client.call_tool("remember", {"text": sentence})).is_error
+        deadline = time.monotonic() + 120
+        while (await health())["kind"] != "ivf" and time.monotonic() < deadline:
+            await anyio.sleep(0.2)
+        report = await health()
+        assert report["kind"] == "ivf" and report["nlist"] >= 2 and report["batch_kernels"] == "not loaded"
+        queries = sentences[::3]  # 40: at least SMALL_BATCH
+        first = await client.call_tool("recall_batch", {"queries": queries, "k": 1, "contiguity": 0})
+        assert not first.is_error  # answered by FAISS while the kernels load
+        while (await health())["batch_kernels"] == "loading" and time.monotonic() < deadline:
+            await anyio.sleep(0.2)
+        assert (await health())["batch_kernels"] == "ready"
+        result = await client.call_tool("recall_batch", {"queries": queries, "k": 1, "contiguity": 0})
+        assert result.structured_content is not None and first.structured_content is not None
+        kernels, faiss = result.structured_content["results"], first.structured_content["results"]
+        assert [hits[0]["text"] for hits in kernels] == queries
+        assert [hits[0]["id"] for hits in kernels] == [hits[0]["id"] for hits in faiss]
+        assert all(abs(a[0]["score"] - b[0]["score"]) < 1e-5 for a, b in zip(kernels, faiss, strict=True))

@@ -74,14 +74,15 @@ def test_batch_gives_faiss_answers(k: int) -> None:
 
 def test_small_batches_and_sq8_stay_on_faiss() -> None:
     index, vectors = trained_index()
+    assert index.health()["batch_kernels"] == "ready"
     index.search(vectors[: SMALL_BATCH - 1], 5)
     assert index._table is None
     index.policy = TrainingPolicy(train_at=4_000, batch_kernels=False)  # EMX_INDEX_BATCH_KERNELS=false
     index.search(vectors[:200], 5)
-    assert index._table is None
+    assert index._table is None and index.health()["batch_kernels"] == "off"
     sq8, sq8_vectors = trained_index(kind="ivf_sq8")
     _, ids = sq8.search(sq8_vectors[:200], 1)
-    assert sq8._table is None
+    assert sq8._table is None and sq8.health()["batch_kernels"] == "off"
     assert (ids[:, 0] == np.arange(200)).mean() > 0.9
 
 
@@ -108,6 +109,22 @@ def test_k_beyond_the_probed_vectors_pads_with_minus_one() -> None:
     index, vectors = trained_index(n=4_000)
     _, ids = assert_same_answers(index, vectors[:50], 3_000)
     assert (ids == -1).any()
+
+
+def test_kernels_that_fail_to_load_leave_faiss_in_charge(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = ivf_batch._Loader()
+    monkeypatch.setattr(ivf_batch, "_loader", broken)
+    monkeypatch.setattr(ivf_batch, "importlib", None)  # the loader's import fails: AttributeError
+    index, vectors = trained_index()
+    assert index.health()["batch_kernels"] == "not loaded"
+    _, ids = index.search(vectors[:100], 1)  # starts the loader; FAISS answers
+    assert not ivf_batch.wait_ready(timeout=60)
+    assert index.health()["batch_kernels"].startswith("unavailable: AttributeError")
+    _, again = index.search(vectors[:100], 1)
+    assert index._table is None
+    assert (ids[:, 0] == np.arange(100)).all() and (again == ids).all()
+    with pytest.raises(RuntimeError, match="not loaded"):
+        ivf_batch.search(ivf_batch.list_table(index._live), vectors[:40], 4, 1)
 
 
 def test_query_chunks_join_up(monkeypatch: pytest.MonkeyPatch) -> None:
