@@ -3,8 +3,9 @@
 FAISS answers a batch by scanning, for every query, each of its `nprobe` lists one vector at a
 time; a batch only adds threads. Here the batch is turned around: the queries that probe a list
 are multiplied with that list's vectors in one small BLAS product, so each list is read once per
-batch. The lists, the vectors and the arithmetic are FAISS's own (read in place, no copy), so the
-results are the same as FAISS's with the same nprobe, and so is recall.
+batch. The probes are chosen exactly as FAISS chooses them and the vectors are FAISS's own (read
+in place, no copy), so the results are FAISS's with the same nprobe, up to float rounding in the
+last digit of a score, and recall is the same.
 
 The kernels are compiled with numba. They load in a background thread the first time a batch
 asks for them (`prepare`); until they are ready, and wherever they cannot load, callers use FAISS.
