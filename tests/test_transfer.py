@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,14 +36,31 @@ class CountingEncoder(HashingEncoder):
         return super().encode(texts)
 
 
-def open_store(path: Path, encoder: HashingEncoder | None = None, **settings: object) -> MemoryService:
-    service = MemoryService(Settings(data_dir=path, **settings), encoder or HashingEncoder(dim=64))  # type: ignore[arg-type]
-    service.open()
-    return service
+Opener = Callable[..., MemoryService]
 
 
-def filled(path: Path) -> MemoryService:
-    service = open_store(path)
+@pytest.fixture
+def open_store(tmp_path: Path) -> Iterator[Opener]:
+    """Opens stores in folders of tmp_path by name; each is closed after the test, whatever happens."""
+    opened: list[MemoryService] = []
+
+    def open_(name: str, encoder: HashingEncoder | None = None, **settings: Any) -> MemoryService:
+        service = MemoryService(
+            Settings(data_dir=tmp_path / name, **settings), encoder or HashingEncoder(dim=64)
+        )
+        service.open()
+        opened.append(service)
+        return service
+
+    yield open_
+    for service in opened:
+        service.close()
+
+
+@pytest.fixture
+def source(open_store: Opener) -> MemoryService:
+    """Store "a": the notes in two sessions, and one event in namespace "other"."""
+    service = open_store("a")
     for i, note in enumerate(NOTES):
         service.remember(
             note, session=f"s{i % 2}", metadata={"n": i}, timestamp=f"2026-0{1 + i}-01T10:00:00Z"
@@ -55,8 +73,9 @@ def recall_ids(service: MemoryService, namespace: str = "default") -> list[list[
     return [[h.event.id for h in service.recall(q, k=3, namespace=namespace)] for q in NOTES]
 
 
-def test_export_then_import_into_an_empty_store_recalls_the_same(tmp_path: Path) -> None:
-    source = filled(tmp_path / "a")
+def test_export_then_import_into_an_empty_store_recalls_the_same(
+    tmp_path: Path, source: MemoryService, open_store: Opener
+) -> None:
     out = tmp_path / "memories.jsonl"
     assert export_jsonl(source, out) == len(NOTES) + 1
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -74,7 +93,7 @@ def test_export_then_import_into_an_empty_store_recalls_the_same(tmp_path: Path)
     assert lines[0]["embedding"]["model"] == "hashing-bow-64" and lines[0]["embedding"]["dim"] == 64
 
     encoder = CountingEncoder()
-    target = open_store(tmp_path / "b", encoder)
+    target = open_store("b", encoder)
     report = import_jsonl(target, out)
     assert (report.imported, report.already_present, report.error_count) == (len(NOTES) + 1, 0, 0)
     assert encoder.encoded == 0, "embeddings of the same model are reused, not recomputed"
@@ -92,52 +111,45 @@ def test_export_then_import_into_an_empty_store_recalls_the_same(tmp_path: Path)
     assert target.health()["status"] == "ok"
     # Appending to an imported session continues after its last position.
     assert target.remember("later note", session="s0").pop().event.position == 3
-    source.close()
-    target.close()
 
 
-def test_import_is_idempotent_by_id(tmp_path: Path) -> None:
-    source = filled(tmp_path / "a")
+def test_import_is_idempotent_by_id(tmp_path: Path, source: MemoryService, open_store: Opener) -> None:
     out = tmp_path / "m.jsonl"
     export_jsonl(source, out)
-    target = open_store(tmp_path / "b")
+    target = open_store("b")
     assert import_jsonl(target, out).imported == len(NOTES) + 1
     again = import_jsonl(target, out)
     assert (again.imported, again.already_present) == (0, len(NOTES) + 1)
     assert target.event_log.count() == len(NOTES) + 1 and len(target) == len(NOTES) + 1
-    source.close()
-    target.close()
 
 
-def test_namespace_filter_and_export_without_embeddings(tmp_path: Path) -> None:
-    source = filled(tmp_path / "a")
+def test_namespace_filter_and_export_without_embeddings(
+    tmp_path: Path, source: MemoryService, open_store: Opener
+) -> None:
     out = tmp_path / "m.jsonl"
     assert export_jsonl(source, out, namespace="other", embeddings=False) == 1
     (line,) = [json.loads(x) for x in out.read_text().splitlines()]
     assert line["namespace"] == "other" and "embedding" not in line
     encoder = CountingEncoder()
-    target = open_store(tmp_path / "b", encoder)
+    target = open_store("b", encoder)
     report = import_jsonl(target, out)
     assert report.imported == report.reembedded == 1 and encoder.encoded == 2  # two sentences
     assert target.recall(line["text"], namespace="other")[0].event.id == line["id"]
-    source.close()
-    target.close()
 
 
-def test_embeddings_of_another_model_are_recomputed(tmp_path: Path) -> None:
-    source = filled(tmp_path / "a")
+def test_embeddings_of_another_model_are_recomputed(
+    tmp_path: Path, source: MemoryService, open_store: Opener
+) -> None:
     out = tmp_path / "m.jsonl"
     export_jsonl(source, out)
     encoder = CountingEncoder(model_id="another-model")
-    target = open_store(tmp_path / "b", encoder)
+    target = open_store("b", encoder)
     report = import_jsonl(target, out)
     assert report.imported == report.reembedded == len(NOTES) + 1 and encoder.encoded >= len(NOTES) + 1
     # The vectors stored are the target model's, as `remember` would compute them.
     _, vectors = target.event_log.vectors_of(np.arange(1, 3), 64)
     expected = target.embed_episodes([NOTES[0], NOTES[1]])
     assert np.allclose(vectors, expected, atol=1e-6)
-    source.close()
-    target.close()
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -178,8 +190,10 @@ def mixed_file(path: Path) -> Path:
     return write_lines(path, lines)
 
 
-def test_malformed_lines_abort_everything_and_are_reported_by_line(tmp_path: Path) -> None:
-    target = open_store(tmp_path / "b")
+def test_malformed_lines_abort_everything_and_are_reported_by_line(
+    tmp_path: Path, open_store: Opener
+) -> None:
+    target = open_store("b")
     report = import_jsonl(target, mixed_file(tmp_path / "bad.jsonl"))
     assert report.aborted and report.imported == 0
     assert [line for line, _ in report.errors] == sorted(MALFORMED)
@@ -188,49 +202,42 @@ def test_malformed_lines_abort_everything_and_are_reported_by_line(tmp_path: Pat
     assert "namespace" in problems[15] and "extra" in problems[17] and "base64" in problems[19]
     assert "line 2" in problems[21]
     assert target.event_log.count() == 0 and len(target) == 0
-    target.close()
 
 
-def test_skip_imports_every_good_line(tmp_path: Path) -> None:
-    target = open_store(tmp_path / "b")
+def test_skip_imports_every_good_line(tmp_path: Path, open_store: Opener) -> None:
+    target = open_store("b")
     report = import_jsonl(target, mixed_file(tmp_path / "bad.jsonl"), on_error="skip")
     assert not report.aborted and report.skipped == len(MALFORMED)
     assert report.imported == 23 - len(MALFORMED) == target.event_log.count() == len(target)
     assert target.recall("Imported note number 1 about topic 7.", k=1)[0].event.id == "evt-1"
-    target.close()
 
 
-def test_non_utf8_line_is_reported(tmp_path: Path) -> None:
+def test_non_utf8_line_is_reported(tmp_path: Path, open_store: Opener) -> None:
     path = tmp_path / "bin.jsonl"
     path.write_bytes(good_line(0).encode() + b"\n\xff\xfe broken\n" + good_line(1).encode() + b"\n\n")
-    target = open_store(tmp_path / "b")
+    target = open_store("b")
     report = import_jsonl(target, path)
     assert report.aborted and report.errors == [(2, "not valid UTF-8")] and report.lines == 3
-    target.close()
 
 
-def test_a_place_held_by_another_event_is_an_error(tmp_path: Path) -> None:
-    target = open_store(tmp_path / "b")
+def test_a_place_held_by_another_event_is_an_error(tmp_path: Path, open_store: Opener) -> None:
+    target = open_store("b")
     held = target.remember("already here", session="imported").pop().event  # position 0
     report = import_jsonl(target, write_lines(tmp_path / "c.jsonl", [good_line(0), good_line(1)]))
     assert report.aborted and report.errors[0][0] == 1 and held.id in report.errors[0][1]
     assert target.event_log.count() == 1
-    target.close()
 
 
-def test_capacity_limit_applies_to_imports(tmp_path: Path) -> None:
-    target = open_store(tmp_path / "b", max_events=3)
+def test_capacity_limit_applies_to_imports(tmp_path: Path, open_store: Opener) -> None:
+    target = open_store("b", max_events=3)
     with pytest.raises(CapacityExceeded):
         import_jsonl(target, write_lines(tmp_path / "c.jsonl", [good_line(i) for i in range(5)]))
     assert target.event_log.count() == 0
-    target.close()
 
 
-def test_export_replaces_the_file_only_when_complete(tmp_path: Path) -> None:
-    source = filled(tmp_path / "a")
+def test_export_replaces_the_file_only_when_complete(tmp_path: Path, source: MemoryService) -> None:
     out = tmp_path / "m.jsonl"
     out.write_text("previous export\n")
     export_jsonl(source, out)
     assert len(out.read_text().splitlines()) == len(NOTES) + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "m.jsonl"]
-    source.close()
