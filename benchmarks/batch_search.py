@@ -67,15 +67,15 @@ def main() -> None:
         index.wait_idle()
         ours = partial(index.search, k=10)
         single, batch, tool = (timed(ours, queries, rows) for rows in (1, QUERIES, TOOL_LIMIT))
-        health = index.health()
-        raw = raw_index(pool[:size], health["nlist"], health["nprobe"])
+        stats = index.stats()
+        raw = raw_index(pool[:size], stats.nlist, stats.nprobe)
         theirs = partial(raw.search, k=10)
         raw_single, raw_batch = (timed(theirs, queries, rows) for rows in (1, QUERIES))
         row = {
             "n": size,
-            "kind": health["kind"],
-            "nlist": health["nlist"],
-            "nprobe": health["nprobe"],
+            "kind": "ivf" if stats.trained else "flat",
+            "nlist": stats.nlist,
+            "nprobe": stats.nprobe,
             "single_total_s": round(single, 4),
             "batch_total_s": round(batch, 4),
             "speedup": round(single / batch, 2),

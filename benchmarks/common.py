@@ -136,3 +136,49 @@ class CachedEncoder:
         if missing:
             self.cache.update(zip(missing, self.inner.encode(missing), strict=True))
         return np.vstack([self.cache[t] for t in texts]).astype(np.float32)
+
+
+# -- the service with keyword arguments, as the tools call it ----------------------------------
+
+
+def open_service(settings: Any, encoder: Any) -> Any:
+    """An opened MemoryService over a new embedded store of `settings`."""
+    from emx_mcp.app import build_service
+
+    service = build_service(settings, encoder)
+    service.open()
+    return service
+
+
+def open_with_store(settings: Any, encoder: Any) -> tuple[Any, Any]:
+    """An opened MemoryService and the EmbeddedStore under it (to wait for its index, or count)."""
+    from emx_mcp.service import MemoryService
+    from emx_mcp.storage.embedded import EmbeddedStore
+
+    store = EmbeddedStore(settings)
+    service = MemoryService(settings, encoder, store)
+    service.open()
+    return service, store
+
+
+def remember(service: Any, text: str, **arguments: Any) -> Any:
+    from emx_mcp.schemas import RememberRequest, parse
+
+    return service.remember(
+        parse(RememberRequest, {"text": text, **arguments}, service.settings.max_text_chars)
+    )
+
+
+def recall(service: Any, query: str, **arguments: Any) -> Any:
+    from emx_mcp.schemas import RecallRequest, parse
+
+    return service.recall(
+        parse(RecallRequest, {"query": query, **arguments}, service.settings.max_text_chars)
+    )
+
+
+def recall_batch(service: Any, queries: list[str], **arguments: Any) -> Any:
+    from emx_mcp.schemas import RecallBatchRequest, parse
+
+    request = parse(RecallBatchRequest, {"queries": queries, **arguments}, service.settings.max_text_chars)
+    return service.recall_batch(request)

@@ -14,10 +14,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, CachedEncoder, all_sentences
+from common import RESULTS, CachedEncoder, all_sentences, open_with_store, recall_batch, remember
 
 from emx_mcp.config import Settings
-from emx_mcp.service import MemoryService
+from emx_mcp.schemas import HealthRequest
 from emx_mcp.storage import ivf_batch
 
 COUNT = 30_000
@@ -27,16 +27,15 @@ def main() -> None:
     sentences = all_sentences()[:COUNT]
     work = Path(tempfile.mkdtemp(prefix="emx-health-"))
     try:
-        service = MemoryService(Settings(data_dir=work), CachedEncoder(sentences))
-        service.open()
+        service, store = open_with_store(Settings(data_dir=work), CachedEncoder(sentences))
         for i, sentence in enumerate(sentences):
-            service.remember(sentence, session=f"session-{i // 50}")
-        index = service.index("default")
+            remember(service, sentence, session=f"session-{i // 50}")
+        index = store.index("default")
         assert index is not None
         index.wait_idle()
-        service.recall_batch(sentences[:64])  # the first batch of 32+ loads the batch kernels
+        recall_batch(service, sentences[:64])  # the first batch of 32+ loads the batch kernels
         ivf_batch.wait_ready()
-        report = service.health()
+        report = service.health(HealthRequest()).model_dump(mode="json")
         service.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

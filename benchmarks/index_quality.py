@@ -60,7 +60,7 @@ def ours(base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, 
         index.add(np.arange(lo, min(n, lo + 10_000)), base[lo : lo + 10_000])
     index.wait_idle()  # a training started by the last batch is part of the build
     build_s = time.perf_counter() - start
-    health = index.health()
+    stats = index.stats()
     _, found = index.search(queries, K)
     lat = single_latencies(lambda q: index.search(q, K), queries)
     start = time.perf_counter()
@@ -73,12 +73,12 @@ def ours(base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, 
         index.add(np.array([n + i]), extra[i : i + 1])
     add_us = (time.perf_counter() - start) / 1000 * 1e6
     return {
-        "kind": health["kind"],
-        "nlist": health["nlist"],
-        "nprobe": health["nprobe"],
-        "trainings": (health["training"] or {}).get("trainings", 0),
+        "kind": "ivf" if stats.trained else "flat",
+        "nlist": stats.nlist,
+        "nprobe": stats.nprobe,
+        "trainings": stats.state.trainings,
         "build_s": round(build_s, 2),
-        "self_measured_recall_at_10": health["measured_recall_at_10"],
+        "self_measured_recall_at_10": stats.state.measured_recall_at_10 if stats.trained else 1.0,
         "held_out_recall_at_10": round(recall(truth, found), 4),
         "single": lat,
         "batch_qps": round(batch_qps, 1),

@@ -21,12 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from common import Timer, minilm_embeddings, save, sentences, summary_ms
+from common import (
+    Timer,
+    minilm_embeddings,
+    open_service,
+    open_with_store,
+    remember,
+    save,
+    sentences,
+    summary_ms,
+)
 from mcp import Client, StdioServerParameters
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder, SentenceTransformerEncoder
-from emx_mcp.service import MemoryService
 from emx_mcp.storage.events import EventLog, NewEvent
 
 
@@ -45,11 +53,10 @@ def encoder_throughput(encoder: SentenceTransformerEncoder, texts: list[str]) ->
 
 
 def service_remember(encoder: Any, texts: list[str], data_dir: Path) -> float:
-    service = MemoryService(Settings(data_dir=data_dir), encoder)
-    service.open()
+    service = open_service(Settings(data_dir=data_dir), encoder)
     with Timer() as t:
         for text in texts:
-            service.remember(text, session="bench")
+            remember(service, text, session="bench")
     service.close()
     return len(texts) / t.seconds
 
@@ -58,16 +65,15 @@ def storage_overhead_ms(data_dir: Path, stored: int, probes: int = 300) -> dict[
     """Per-remember time with a near-free encoder, after `stored` events are already there."""
     encoder = HashingEncoder(dim=384)
     bulk_load(data_dir, [f"filler event {i}" for i in range(stored)], encoder.encode, encoder.model_id)
-    service = MemoryService(Settings(data_dir=data_dir), encoder)
-    service.open()
-    index = service.index("default")
+    service, store = open_with_store(Settings(data_dir=data_dir), encoder)
+    index = store.index("default")
     if index is not None:
         index.wait_idle()  # opening a large store may start a training; measure the steady state
     times = []
     for i in range(probes):
         text = f"probe {i}"
         start = time.perf_counter()
-        service.remember(text)
+        remember(service, text)
         times.append(time.perf_counter() - start)
     encode_only = []
     for i in range(probes):

@@ -31,8 +31,10 @@ from mcp import Client
 
 from emx_mcp.lvm import evaluate, train
 from emx_mcp.lvm.data import Session, split_sessions, windows
+from emx_mcp.lvm.predictor import checkpoint_path
 from emx_mcp.server import build_server
 from emx_mcp.service import MemoryService
+from emx_mcp.storage.embedded import EmbeddedStore
 
 RESAMPLES = 1000
 TEST_FRACTION = 0.2
@@ -86,8 +88,10 @@ async def latency(service: MemoryService, namespace: str, sessions: list[str]) -
     return {"p50_ms": round(percentile(times, 50), 2), "p95_ms": round(percentile(times, 95), 2)}
 
 
-def corpus(service: MemoryService, namespace: str, alpha: float, rng: np.random.Generator) -> dict[str, Any]:
-    sessions = [Session(n, s, v) for n, s, v in service.event_log.sessions(namespace)]
+def corpus(
+    service: MemoryService, store: EmbeddedStore, namespace: str, alpha: float, rng: np.random.Generator
+) -> dict[str, Any]:
+    sessions = [Session(n, s, v) for n, s, v in store.sessions(namespace)]
     development, test = split_sessions(sessions, TEST_FRACTION, TEST_SEED)
     config = train.TrainConfig(alpha=alpha)
     print(
@@ -96,7 +100,9 @@ def corpus(service: MemoryService, namespace: str, alpha: float, rng: np.random.
         flush=True,
     )
     model, outcome = train.train(development, config, progress=lambda m: print(f"  {m}", flush=True))
-    train.save(service.predictors.path(namespace), model, outcome, service.encoder.model_id, config)
+    train.save(
+        checkpoint_path(service.settings.data_dir, namespace), model, outcome, service.model_id, config
+    )
     test_w = windows(test, config.context)
     memory = evaluate.Memory.of(sessions)
     index = {s.name: i for i, s in enumerate(sessions)}
@@ -181,10 +187,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="emx-lvm-"))
     report = {}
     try:
-        service = build(work)
+        service, store = build(work)
         for alpha in args.alpha:
             for name, ns in (("Wikipedia", "wiki"), ("SOTU", "sotu")):
-                report[f"{name}, alpha {alpha}"] = corpus(service, ns, alpha, rng)
+                report[f"{name}, alpha {alpha}"] = corpus(service, store, ns, alpha, rng)
         service.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

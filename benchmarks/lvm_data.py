@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import DATA, CachedEncoder
+from common import DATA, CachedEncoder, open_service, open_with_store, remember
 
 from emx_mcp.config import Settings
 from emx_mcp.sentences import split
 from emx_mcp.service import MemoryService
+from emx_mcp.storage.embedded import EmbeddedStore
 
 
 def wiki_articles() -> list[tuple[str, list[str]]]:
@@ -36,24 +37,22 @@ def encoder() -> CachedEncoder:
     return CachedEncoder(sorted(sentences))
 
 
-def build(data_dir: Path) -> MemoryService:
+def build(data_dir: Path) -> tuple[MemoryService, EmbeddedStore]:
     """A store with namespace 'wiki' (94 sessions) and 'sotu' (233 sessions)."""
     enc = encoder()
     # One remember per paragraph with segmentation off: a paragraph is one episode.
-    paragraphs = MemoryService(
+    paragraphs = open_service(
         Settings(data_dir=data_dir, segment_min_sentences=1000, segment_max_sentences=1000), enc
     )
-    paragraphs.open()
     for session, texts in wiki_articles():
         for text in texts:
-            paragraphs.remember(text, session=session, namespace="wiki")
+            remember(paragraphs, text, session=session, namespace="wiki")
     paragraphs.close()
     # One address is 217,083 characters, above the default EMX_MAX_TEXT_CHARS.
-    service = MemoryService(Settings(data_dir=data_dir, max_text_chars=300_000), enc)
-    service.open()
+    service, store = open_with_store(Settings(data_dir=data_dir, max_text_chars=300_000), enc)
     for session, text in sotu_addresses():
-        service.remember(text, session=session, namespace="sotu")
-    return service
+        remember(service, text, session=session, namespace="sotu")
+    return service, store
 
 
 if __name__ == "__main__":

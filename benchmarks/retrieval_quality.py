@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import DATA, CachedEncoder, save
+from common import DATA, CachedEncoder, open_service, open_with_store, recall_batch, remember, save
 
 from emx_mcp.config import Settings
+from emx_mcp.retrieval import Hit
 from emx_mcp.sentences import split, split_spans
-from emx_mcp.service import Hit, MemoryService
+from emx_mcp.service import MemoryService
 
 K = 5
 
@@ -64,14 +65,14 @@ def store(service: MemoryService, docs: list[dict[str, Any]], chunk: int | None)
     sections_of: dict[str, set[str]] = {}
     for doc in docs:
         if chunk is None:
-            episodes = service.remember(doc["text"], session=doc["id"])
+            episodes = remember(service, doc["text"], session=doc["id"])
             events = [e.event for e in episodes]
         else:
             spans = split_spans(doc["text"])
             events = []
             for start in range(0, len(spans), chunk):
                 piece = doc["text"][spans[start][0] : spans[min(len(spans), start + chunk) - 1][1]]
-                events += [e.event for e in service.remember(piece, session=doc["id"])]
+                events += [e.event for e in remember(service, piece, session=doc["id"])]
         for event, (a, b) in zip(events, locate(doc["text"], [e.text for e in events]), strict=True):
             sections_of[event.id] = {f"{doc['id']}/{t}" for t, s, e in doc["sections"] if s < b and a < e}
     return sections_of
@@ -104,19 +105,17 @@ def main() -> None:
     targets = [f"{d['id']}/{title}" for d in docs for title, _, _ in d["sections"]]
     work = Path(tempfile.mkdtemp(prefix="emx-retrieval-"))
     try:
-        episodic = MemoryService(Settings(data_dir=work / "episodes"), encoder)
-        episodic.open()
+        episodic, episodic_store = open_with_store(Settings(data_dir=work / "episodes"), encoder)
         sections_of = store(episodic, docs, chunk=None)
-        events = episodic.event_log.by_seqs(range(1, episodic.event_log.max_seq() + 1)).values()
+        events = [e for batch, _ in episodic_store.export_batches(None) for e in batch]
         lengths = [len(split(e.text)) for e in events]
         mean_len = max(1, round(float(np.mean(lengths))))
         two_stage = batched(episodic, queries, contiguity=1)
         similarity = batched(episodic, queries, contiguity=0)
-        chunked = MemoryService(
+        chunked = open_service(
             Settings(data_dir=work / "chunks", segment_min_sentences=1000, segment_max_sentences=1000),
             encoder,
         )
-        chunked.open()
         chunk_sections = store(chunked, docs, chunk=mean_len)
         fixed = batched(chunked, queries, contiguity=0)
         results = {
@@ -132,7 +131,7 @@ def main() -> None:
             "queries": len(queries),
             "episodes": len(lengths),
             "mean_episode_sentences": round(float(np.mean(lengths)), 2),
-            "chunks": chunked.event_log.count(),
+            "chunks": chunked.count(),
             "results": results,
         }
         episodic.close()
@@ -162,7 +161,7 @@ def table(report: dict[str, Any]) -> str:
 def batched(service: MemoryService, queries: list[str], contiguity: int) -> list[list[Hit]]:
     out: list[list[Hit]] = []
     for start in range(0, len(queries), 256):
-        out += service.recall_batch(queries[start : start + 256], k=K, contiguity=contiguity)
+        out += recall_batch(service, queries[start : start + 256], k=K, contiguity=contiguity)
     return out
 
 

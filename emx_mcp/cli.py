@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import structlog
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
-from emx_mcp import validation
+from emx_mcp.app import build_service
 from emx_mcp.config import Settings
-from emx_mcp.embedding import SentenceTransformerEncoder
 from emx_mcp.errors import EmxError
+from emx_mcp.schemas import HealthRequest, namespace
 from emx_mcp.service import MemoryService
 
 
@@ -46,138 +41,32 @@ def configure_logging(level: str) -> None:
 OVERRIDABLE = ("data_dir", "model", "log_level", "transport", "host", "port")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the command line's options on top."""
     overrides = {key: value for key in OVERRIDABLE if (value := getattr(args, key, None)) is not None}
     return Settings(**overrides)
 
 
 def _open_service(settings: Settings) -> MemoryService:
     """The store the command works on. The model loads only if a command needs to embed text."""
-    service = MemoryService(settings, SentenceTransformerEncoder(settings.model))
+    service = build_service(settings)
     service.open()
     return service
 
 
-class WarmUpAfterFirstRequest:
-    """Server middleware that opens the store and loads the model once the first request is answered.
-
-    The handshake must not wait for the model (several seconds), nor share the interpreter with
-    its import: warming up starts shortly after the first answer (the handshake) has gone out.
-    """
-
-    def __init__(self, service: MemoryService, delay: float = 0.1) -> None:
-        self._service = service
-        self._delay = delay
-        self._timer: threading.Timer | None = None
-
-    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        result = await call_next(ctx)
-        if self._timer is None:
-            self._timer = threading.Timer(self._delay, self._warm_up)
-            self._timer.start()
-        return result
-
-    def join(self) -> None:
-        """Wait for a warm-up in progress: exiting while a thread is inside torch aborts the process."""
-        if self._timer is not None:
-            self._timer.join()
-
-    def _warm_up(self) -> None:
-        try:
-            self._service.warm_up()
-        except Exception:
-            # Tool calls open the store again and report the cause to the client.
-            structlog.get_logger(__name__).exception("warm-up failed")
-
-
-class Terminated(SystemExit):
-    """Raised in the main thread by SIGTERM, so that serving unwinds and the store is closed."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated(0)
-
-
-def serve(settings: Settings) -> None:
-    from emx_mcp.server import build_server
-    from emx_mcp.transport import base_url, serve_network, serve_stdio
-
-    service = MemoryService(settings, SentenceTransformerEncoder(settings.model))
-    server = build_server(service)
-    warm_up = WarmUpAfterFirstRequest(service)
-    server.middleware.append(warm_up)
-    # SIGTERM is how clients and service managers stop a server. uvicorn handles it itself, then
-    # re-raises it to this handler once its own shutdown is done.
-    signal.signal(signal.SIGTERM, _terminate)
-    terminated = False
-    try:
-        if settings.transport == "stdio":
-            anyio.run(serve_stdio, server)
-        else:
-            path = "/mcp" if settings.transport == "http" else "/sse"
-            structlog.get_logger(__name__).info(
-                "serving",
-                transport=settings.transport,
-                url=base_url(settings) + path,
-                auth="bearer token" if settings.auth_token is not None else "none (loopback only)",
-            )
-            serve_network(server, settings)
-    except Terminated:
-        terminated = True
-    finally:
-        warm_up.join()
-        service.close()
-    if terminated:
-        # Everything is on disk (the log commits per call; close wrote the final snapshot). A
-        # worker thread of the interrupted event loop would hold up a normal interpreter exit.
-        structlog.get_logger(__name__).info("stopped by SIGTERM; store closed")
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(0)
-
-
 def health(settings: Settings, args: argparse.Namespace) -> int:
     """Print the index_health report of a namespace: the tool's JSON, or a few readable lines."""
-    from emx_mcp.server import IndexHealth
+    from emx_mcp.health import render
 
+    request = HealthRequest(namespace=namespace(args.namespace))
     service = _open_service(settings)
     try:
         service.wait_for_integrity_check()
-        report = IndexHealth.model_validate(service.health(args.namespace))
+        report = service.health(request)
     finally:
         service.close()
-    if args.json:
-        print(report.model_dump_json(indent=2))
-    else:
-        print(format_health(report))
+    print(report.model_dump_json(indent=2) if args.json else render(report))
     return 0 if report.status == "ok" else 1
-
-
-def format_health(h: Any) -> str:
-    mb = 1024 * 1024
-    lines = [f"namespace {h.namespace}: {h.status}"]
-    lines += [f"  ! {reason}" for reason in h.reasons]
-    index = f"ivf ({h.index_type}), nlist {h.nlist}, nprobe {h.nprobe}" if h.kind == "ivf" else "flat (exact)"
-    lines.append(f"  index      {index}; {h.vectors:,} vectors ({h.buffered:,} in the exact buffer)")
-    lines.append(f"  log        {h.events_in_log:,} events in this namespace; integrity {h.integrity}")
-    if h.measured_recall_at_10 is not None:
-        measured = f", measured {h.recall_measured_at} on {h.recall_probes} probes" if h.recall_probes else ""
-        lines.append(f"  recall@10  {h.measured_recall_at_10} (target {h.target_recall}){measured}")
-    if h.training is not None:
-        t = h.training
-        lines.append(
-            f"  training   {t.size:,} {t.source} in {t.seconds} s at {t.trained_at}; {t.trainings} so far"
-        )
-    if h.retraining:
-        lines.append("  retraining in progress")
-    c = h.capacity
-    lines.append(f"  capacity   {c.events:,} of {c.max_events:,} events ({c.used:.1%})")
-    d = h.bytes_on_disk
-    lines.append(
-        f"  size       {h.bytes_in_memory / mb:.1f} MiB in memory; on disk {d.event_log / mb:.1f} MiB "
-        f"event log, {d.index_snapshot / mb:.1f} MiB index snapshot"
-    )
-    return "\n".join(lines)
 
 
 def export(settings: Settings, args: argparse.Namespace) -> int:
@@ -185,14 +74,15 @@ def export(settings: Settings, args: argparse.Namespace) -> int:
 
     from emx_mcp.transfer import export_jsonl
 
+    chosen = None if args.namespace is None else namespace(args.namespace)
     service = _open_service(settings)
     try:
-        total = service.event_log.count(args.namespace)
+        total = service.count(chosen)
         with tqdm(total=total, desc="exporting", unit="event", file=sys.stderr) as bar:
             count = export_jsonl(
                 service,
                 Path(args.out),
-                args.namespace,
+                chosen,
                 embeddings=not args.no_embeddings,
                 progress=bar.update,
             )
@@ -243,32 +133,21 @@ def train_lvm(settings: Settings, args: argparse.Namespace) -> int:
     """Train the next-episode predictor of a namespace and print model vs baselines."""
     from tqdm import tqdm
 
-    from emx_mcp.lvm import train
-    from emx_mcp.lvm.data import Session
+    from emx_mcp.lvm.train import TrainConfig
 
+    checked = namespace(args.namespace)
+    config = TrainConfig(context=args.context, epochs=args.epochs, patience=args.patience, alpha=args.alpha)
     service = _open_service(settings)
+    bar = tqdm(total=config.epochs, desc="training", unit="epoch", file=sys.stderr)
+
+    def progress(message: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(message.split(": ", 1)[1])
+
     try:
-        namespace = validation.namespace(args.namespace)
-        sessions = [Session(n, s, v) for n, s, v in service.event_log.sessions(namespace)]
-        config = train.TrainConfig(
-            context=args.context, epochs=args.epochs, patience=args.patience, alpha=args.alpha
-        )
-        bar = tqdm(total=config.epochs, desc="training", unit="epoch", file=sys.stderr)
-
-        def progress(message: str) -> None:
-            bar.update(1)
-            bar.set_postfix_str(message.split(": ", 1)[1])
-
-        try:
-            model, outcome = train.train(sessions, config, progress)
-        except EmxError as exc:
-            print(f"emx-mcp: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            bar.close()
-        path = service.predictors.path(namespace)
-        train.save(path, model, outcome, service.encoder.model_id, config)
+        outcome, path = service.train_predictor(checked, config, progress)
     finally:
+        bar.close()
         service.close()
     print(format_outcome(outcome))
     print(f"\ncheckpoint: {path}\nevaluation: {path.with_suffix('.eval.json')}")
@@ -361,12 +240,14 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = _settings(args)
+        settings = settings_from(args)
     except ValueError as exc:
         print(f"emx-mcp: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     if args.command == "serve":
+        from emx_mcp.app import serve
+
         serve(settings)
         return 0
     try:

@@ -27,3 +27,11 @@ class PlaceTaken(EmxError):
 
 class StorageError(EmxError):
     """The event log could not be written (disk full, read-only, I/O error); nothing was stored."""
+
+
+def model_mismatch(source: str, stored: str, configured: str, remedy: str) -> StoreMismatch:
+    """The one message for vectors of two embedding models meeting: they are not comparable."""
+    return StoreMismatch(
+        f"{source} holds embeddings from model {stored}, but this server uses {configured}. Vectors from "
+        f"different models are not comparable: {remedy}."
+    )

@@ -17,18 +17,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from emx_mcp import validation
 from emx_mcp.embedding import Vectors
 from emx_mcp.errors import InvalidInput
+from emx_mcp.files import atomic_writer
+from emx_mcp.schemas import EventId, Metadata, Namespace, SessionId, Text, Timestamp, parse
 from emx_mcp.service import MemoryService
 from emx_mcp.storage.events import Event
 
@@ -49,18 +49,23 @@ class EmbeddingRecord(BaseModel):
 
 
 class EventRecord(BaseModel):
-    """One line of an export file, as parsed (structure only; `checked_event` checks the values)."""
+    """One line of an export file, every value held to the rules `remember` applies."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: StrictStr
-    namespace: StrictStr
-    session: StrictStr
-    position: StrictInt
-    timestamp: StrictStr
-    text: StrictStr
-    metadata: dict[str, Any] = {}
+    id: EventId
+    namespace: Namespace
+    session: SessionId
+    position: Annotated[int, Field(ge=0)]
+    timestamp: Timestamp
+    text: Text
+    metadata: Metadata = {}
     embedding: EmbeddingRecord | None = None
+
+    def event(self) -> Event:
+        return Event(
+            0, self.id, self.namespace, self.session, self.position, self.timestamp, self.text, self.metadata
+        )
 
 
 def _encode_vector(model_id: str, vector: Vectors) -> dict[str, Any]:
@@ -84,34 +89,17 @@ def _decode_vector(embedding: EmbeddingRecord) -> Vectors:
     return vector / norm
 
 
-def checked_event(record: EventRecord, max_text_chars: int) -> Event:
-    """The event a record describes, with every value held to the rules `remember` applies."""
-    if record.position < 0:
-        raise InvalidInput(f"position must be 0 or more; got {record.position}")
-    return Event(
-        seq=0,
-        id=validation.event_id(record.id),
-        namespace=validation.namespace(record.namespace),
-        session=validation.session(record.session),
-        position=record.position,
-        timestamp=validation.timestamp(record.timestamp),
-        text=validation.text(record.text, max_text_chars),
-        metadata=validation.metadata(record.metadata),
-    )
-
-
 def _parse(line: str, max_text_chars: int) -> tuple[Event, EmbeddingRecord | None]:
     try:
-        record = EventRecord.model_validate_json(line)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'line'}: {err['msg']}" for err in exc.errors()[:3]
-        )
-        raise InvalidInput(problems) from None
-    event = checked_event(record, max_text_chars)
+        raw = json.loads(line)
+    except ValueError as exc:
+        raise InvalidInput(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidInput("a line must be a JSON object")
+    record = parse(EventRecord, raw, max_text_chars)
     if record.embedding is not None:
         _decode_vector(record.embedding)  # check it now, so that storing cannot fail on it
-    return event, record.embedding
+    return record.event(), record.embedding
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -128,36 +116,26 @@ def export_jsonl(
 
     The file appears whole or not at all: it is written beside `out` and renamed when complete.
     """
-    namespace_ = None if namespace is None else validation.namespace(namespace)
-    log = service.event_log
-    dim = service.dim
-    model_id = service.encoder.model_id
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    model_id = service.model_id
     count = 0
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for events, vectors in log.export_batches(namespace_, dim):
-                for event, vector in zip(events, vectors, strict=True):
-                    line: dict[str, Any] = {
-                        "id": event.id,
-                        "namespace": event.namespace,
-                        "session": event.session,
-                        "position": event.position,
-                        "timestamp": event.timestamp,
-                        "text": event.text,
-                        "metadata": event.metadata,
-                    }
-                    if embeddings:
-                        line["embedding"] = _encode_vector(model_id, vector)
-                    fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-                count += len(events)
-                if progress:
-                    progress(len(events))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(out, "w") as fh:
+        for events, vectors in service.export_events(namespace):
+            for event, vector in zip(events, vectors, strict=True):
+                line: dict[str, Any] = {
+                    "id": event.id,
+                    "namespace": event.namespace,
+                    "session": event.session,
+                    "position": event.position,
+                    "timestamp": event.timestamp,
+                    "text": event.text,
+                    "metadata": event.metadata,
+                }
+                if embeddings:
+                    line["embedding"] = _encode_vector(model_id, vector)
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            count += len(events)
+            if progress:
+                progress(len(events))
     return count
 
 
@@ -203,7 +181,7 @@ def _check_file(
     pending: list[tuple[int, Event]] = []
 
     def check_against_store() -> None:
-        present, taken = service.event_log.holders(
+        present, taken = service.existing(
             [e.id for _, e in pending], [(e.namespace, e.session, e.position) for _, e in pending]
         )
         for number, event in pending:
@@ -275,12 +253,12 @@ def import_jsonl(
 def _store(
     service: MemoryService, batch: list[tuple[Event, EmbeddingRecord | None]], report: ImportReport
 ) -> None:
-    present, _ = service.event_log.holders([e.id for e, _ in batch], [])
+    present, _ = service.existing([e.id for e, _ in batch], [])
     new = [(e, emb) for e, emb in batch if e.id not in present]
     report.already_present += len(batch) - len(new)
     if not new:
         return
-    model_id, dim = service.encoder.model_id, service.dim
+    model_id, dim = service.model_id, service.dim
     reuse = [emb is not None and emb.model == model_id and emb.dim == dim for _, emb in new]
     vectors = np.zeros((len(new), dim), dtype=np.float32)
     for row, ((_, emb), ok) in enumerate(zip(new, reuse, strict=True)):
@@ -290,6 +268,6 @@ def _store(
     again = [row for row, ok in enumerate(reuse) if not ok]
     if again:
         vectors[again] = service.embed_episodes([new[row][0].text for row in again])
-    service.store_events([e for e, _ in new], vectors)
+    service.import_events([e for e, _ in new], vectors)
     report.imported += len(new)
     report.reembedded += len(again)

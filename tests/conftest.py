@@ -10,6 +10,7 @@ from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder
 from emx_mcp.server import build_server
 from emx_mcp.service import MemoryService
+from emx_mcp.storage.embedded import EmbeddedStore
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,8 +33,14 @@ def encoder() -> HashingEncoder:
 
 
 @pytest.fixture
-def service(settings: Settings, encoder: HashingEncoder) -> Iterator[MemoryService]:
-    svc = MemoryService(settings, encoder)
+def store(settings: Settings) -> EmbeddedStore:
+    """The store under the `service` fixture: tests look at its log and index through it."""
+    return EmbeddedStore(settings)
+
+
+@pytest.fixture
+def service(settings: Settings, encoder: HashingEncoder, store: EmbeddedStore) -> Iterator[MemoryService]:
+    svc = MemoryService(settings, encoder, store)
     svc.open()
     yield svc
     svc.close()

@@ -1,4 +1,4 @@
-"""Small shared test parts."""
+"""Small shared test parts: MCP call helpers, and the service's use cases called with keyword arguments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,23 @@ from typing import Any
 
 from mcp import Client
 
-from emx_mcp.embedding import DEFAULT_MODEL_ID, HashingEncoder
+from emx_mcp.app import build_service
+from emx_mcp.config import Settings
+from emx_mcp.embedding import DEFAULT_MODEL_ID, Encoder, HashingEncoder
+from emx_mcp.prediction import Prediction
+from emx_mcp.retrieval import Hit
+from emx_mcp.schemas import (
+    ForgetRequest,
+    HealthReport,
+    HealthRequest,
+    PredictNextRequest,
+    RecallBatchRequest,
+    RecallRequest,
+    RememberRequest,
+    parse,
+)
+from emx_mcp.service import Episode, MemoryService
+from emx_mcp.storage.embedded import EmbeddedStore
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -37,3 +53,50 @@ class DefaultIdEncoder(HashingEncoder):
     @property
     def model_id(self) -> str:
         return DEFAULT_MODEL_ID
+
+
+def open_service(settings: Settings, encoder: Encoder | None = None) -> MemoryService:
+    """An opened service over a new embedded store of `settings` (hashing encoder unless given)."""
+    service = build_service(settings, encoder or HashingEncoder(dim=64))
+    service.open()
+    return service
+
+
+def open_with_store(
+    settings: Settings, encoder: Encoder | None = None
+) -> tuple[MemoryService, EmbeddedStore]:
+    """An opened service and the store under it, for tests that look at the index itself."""
+    store = EmbeddedStore(settings)
+    service = MemoryService(settings, encoder or HashingEncoder(dim=64), store)
+    service.open()
+    return service, store
+
+
+# The use cases with keyword arguments, checked exactly as a tool call checks them.
+
+
+def remember(service: MemoryService, text: Any, **arguments: Any) -> list[Episode]:
+    request = parse(RememberRequest, {"text": text, **arguments}, service.settings.max_text_chars)
+    return service.remember(request)
+
+
+def recall(service: MemoryService, query: Any, **arguments: Any) -> list[Hit]:
+    request = parse(RecallRequest, {"query": query, **arguments}, service.settings.max_text_chars)
+    return service.recall(request)
+
+
+def recall_batch(service: MemoryService, queries: Any, **arguments: Any) -> list[list[Hit]]:
+    request = parse(RecallBatchRequest, {"queries": queries, **arguments}, service.settings.max_text_chars)
+    return service.recall_batch(request)
+
+
+def forget(service: MemoryService, **arguments: Any) -> list[str]:
+    return service.forget(parse(ForgetRequest, arguments))
+
+
+def predict_next(service: MemoryService, **arguments: Any) -> Prediction:
+    return service.predict_next(parse(PredictNextRequest, arguments))
+
+
+def health(service: MemoryService, namespace: str = "default") -> HealthReport:
+    return service.health(HealthRequest(namespace=namespace))

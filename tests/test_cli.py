@@ -12,7 +12,7 @@ from emx_mcp import cli
 from emx_mcp.config import Settings
 from emx_mcp.server import build_server
 from emx_mcp.service import MemoryService
-from tests.helpers import DefaultIdEncoder
+from tests.helpers import DefaultIdEncoder, open_service, recall, remember
 
 pytestmark = pytest.mark.anyio
 
@@ -24,15 +24,13 @@ NOTES = [
 
 
 def store(path: Path) -> MemoryService:
-    service = MemoryService(Settings(data_dir=path), DefaultIdEncoder())
-    service.open()
-    return service
+    return open_service(Settings(data_dir=path), DefaultIdEncoder())
 
 
 async def test_health_json_is_the_tool_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     service = store(tmp_path)
     for note in NOTES:
-        service.remember(note, session="s")
+        remember(service, note, session="s")
     async with Client(build_server(service)) as client:
         result = await client.call_tool("index_health", {})
     service.close()
@@ -50,7 +48,7 @@ async def test_health_json_is_the_tool_report(tmp_path: Path, capsys: pytest.Cap
 
 def test_health_text_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     service = store(tmp_path)
-    service.remember(NOTES[0])
+    remember(service, NOTES[0])
     service.close()
     capsys.readouterr()
     assert cli.main(["health", "--data-dir", str(tmp_path)]) == 0
@@ -63,7 +61,7 @@ def test_health_text_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_export_and_import_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = store(tmp_path / "a")
-    ids = [source.remember(note, session="s").pop().event.id for note in NOTES]
+    ids = [remember(source, note, session="s").pop().event.id for note in NOTES]
     source.close()
     out = tmp_path / "export.jsonl"
     assert cli.main(["export", "--data-dir", str(tmp_path / "a"), "--out", str(out)]) == 0
@@ -73,14 +71,14 @@ def test_export_and_import_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(out)]) == 0
     assert "imported 0, already present 3" in capsys.readouterr().out
     target = store(tmp_path / "b")
-    assert [target.recall(note, k=1)[0].event.id for note in NOTES] == ids
+    assert [recall(target, note, k=1)[0].event.id for note in NOTES] == ids
     target.close()
 
 
 def test_import_reports_malformed_lines_by_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = store(tmp_path / "a")
     for note in NOTES:
-        source.remember(note, session="s")
+        remember(source, note, session="s")
     source.close()
     out = tmp_path / "export.jsonl"
     assert cli.main(["export", "--data-dir", str(tmp_path / "a"), "--out", str(out)]) == 0

@@ -81,7 +81,7 @@ def test_impossible_values_are_refused_at_start(
 def test_command_line_overrides_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EMX_DATA_DIR", "/from/env")
     args = cli.build_parser().parse_args(["serve", "--data-dir", str(tmp_path), "--log-level", "ERROR"])
-    settings = cli._settings(args)
+    settings = cli.settings_from(args)
     assert settings.data_dir == tmp_path and settings.log_level == "ERROR"
 
 

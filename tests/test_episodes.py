@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder
 from emx_mcp.errors import InvalidInput
-from emx_mcp.service import CONTIGUITY_DECAY, MemoryService
+from emx_mcp.retrieval import CONTIGUITY_DECAY
+from emx_mcp.service import MemoryService
+from tests.helpers import open_service, recall, recall_batch, remember
 
 TOPIC_A = (
     "The database migration failed on Monday. The database schema had a missing index. "
@@ -42,30 +44,27 @@ PIECES = st.one_of(
 
 @pytest.fixture(scope="module")
 def property_service(tmp_path_factory: pytest.TempPathFactory) -> MemoryService:
-    svc = MemoryService(
-        Settings(data_dir=tmp_path_factory.mktemp("prop"), segment_min_sentences=1), HashingEncoder(dim=64)
-    )
-    svc.open()
-    return svc
+    settings_ = Settings(data_dir=tmp_path_factory.mktemp("prop"), segment_min_sentences=1)
+    return open_service(settings_, HashingEncoder(dim=64))
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(PIECES, min_size=1, max_size=12).map(" ".join).filter(lambda t: t.strip() != ""))
 def test_no_text_is_lost_or_altered(property_service: MemoryService, text: str) -> None:
-    episodes = property_service.remember(text, session="prop")
+    episodes = remember(property_service, text, session="prop")
     check_slices(text, [e.event.text for e in episodes])
     assert episodes[0].surprise is None and all(e.surprise is not None for e in episodes[1:])
     assert sum(e.sentences for e in episodes) >= len(episodes)
 
 
 def test_short_text_stays_one_episode(service: MemoryService) -> None:
-    (episode,) = service.remember("Just one short note. With two sentences.")
+    (episode,) = remember(service, "Just one short note. With two sentences.")
     assert episode.sentences == 2 and episode.surprise is None
 
 
 def test_long_text_is_cut_where_the_topic_shifts(service: MemoryService) -> None:
     text = " ".join([TOPIC_A, TOPIC_B, TOPIC_A.replace("Monday", "Tuesday")])
-    episodes = service.remember(text, session="s")
+    episodes = remember(service, text, session="s")
     check_slices(text, [e.event.text for e in episodes])
     assert len(episodes) >= 2
     assert [e.event.position for e in episodes] == list(range(len(episodes)))
@@ -73,7 +72,7 @@ def test_long_text_is_cut_where_the_topic_shifts(service: MemoryService) -> None
 
 
 def store_session(service: MemoryService, texts: list[str], session: str = "s", **kw: object) -> list[str]:
-    return [service.remember(t, session=session, **kw)[0].event.id for t in texts]  # type: ignore[arg-type]
+    return [remember(service, t, session=session, **kw)[0].event.id for t in texts]  # type: ignore[arg-type]
 
 
 STEPS = [
@@ -87,19 +86,21 @@ STEPS = [
 
 def test_contiguity_returns_neighbours_after_each_hit(service: MemoryService) -> None:
     ids = store_session(service, STEPS)
-    hits = service.recall("charlie index tuning results", k=1, contiguity=1)
+    hits = recall(service, "charlie index tuning results", k=1, contiguity=1)
     assert [h.event.id for h in hits] == [ids[2], ids[1], ids[3]]
     assert [h.via for h in hits] == ["similarity", "contiguity", "contiguity"]
     assert hits[1].score == pytest.approx(hits[0].score * CONTIGUITY_DECAY)
-    wide = service.recall("charlie index tuning results", k=1, contiguity=2)
+    wide = recall(service, "charlie index tuning results", k=1, contiguity=2)
     assert [h.event.id for h in wide] == [ids[2], ids[1], ids[3], ids[0], ids[4]]
     assert wide[3].score == pytest.approx(wide[0].score * CONTIGUITY_DECAY**2)
-    assert [h.event.id for h in service.recall("charlie index tuning results", k=1, contiguity=0)] == [ids[2]]
+    assert [h.event.id for h in recall(service, "charlie index tuning results", k=1, contiguity=0)] == [
+        ids[2]
+    ]
 
 
 def test_contiguity_never_repeats_an_event(service: MemoryService) -> None:
     ids = store_session(service, STEPS)
-    hits = service.recall("bravo design review of storage charlie index tuning results", k=2, contiguity=1)
+    hits = recall(service, "bravo design review of storage charlie index tuning results", k=2, contiguity=1)
     assert len({h.event.id for h in hits}) == len(hits)
     assert {h.event.id for h in hits} == set(ids[:4])
     # Similarity hits first; a neighbour that is itself a hit keeps its similarity entry.
@@ -113,8 +114,8 @@ def test_first_k_results_are_the_similarity_results(service: MemoryService) -> N
     store_session(service, STEPS, session="a")
     store_session(service, [s.replace(" ", " and ") for s in STEPS], session="b")
     for query in ("storage design", "production rollout", "meeting notes"):
-        two_stage = service.recall(query, k=3, contiguity=2)
-        similarity = service.recall(query, k=3, contiguity=0)
+        two_stage = recall(service, query, k=3, contiguity=2)
+        similarity = recall(service, query, k=3, contiguity=0)
         assert [h.event.id for h in two_stage[:3]] == [h.event.id for h in similarity]
         assert all(h.via == "contiguity" and h.neighbour_of for h in two_stage[3:])
 
@@ -123,23 +124,23 @@ def test_contiguity_stays_in_the_session_and_namespace(service: MemoryService) -
     store_session(service, ["zulu one", "zulu two"], session="x")
     other = store_session(service, ["yankee one", "yankee two"], session="y")
     store_session(service, ["yankee zero"], session="y", namespace="elsewhere")
-    hits = service.recall("yankee one", k=1, contiguity=3)
+    hits = recall(service, "yankee one", k=1, contiguity=3)
     assert [h.event.id for h in hits] == other
 
 
 def test_recall_batch_has_contiguity_too(service: MemoryService) -> None:
     ids = store_session(service, STEPS)
-    batch = service.recall_batch(["alpha kickoff meeting notes", "echo retrospective and follow ups"], k=1)
+    batch = recall_batch(service, ["alpha kickoff meeting notes", "echo retrospective and follow ups"], k=1)
     assert [[h.event.id for h in hits] for hits in batch] == [[ids[0], ids[1]], [ids[4], ids[3]]]
 
 
 def test_time_filters(service: MemoryService) -> None:
-    early = service.remember("release notes v1", timestamp="2026-01-10T00:00:00Z")[0].event
-    mid = service.remember("release notes v2", timestamp="2026-02-10T00:00:00Z")[0].event
-    late = service.remember("release notes v3", timestamp="2026-03-10T09:30:00+01:00")[0].event
+    early = remember(service, "release notes v1", timestamp="2026-01-10T00:00:00Z")[0].event
+    mid = remember(service, "release notes v2", timestamp="2026-02-10T00:00:00Z")[0].event
+    late = remember(service, "release notes v3", timestamp="2026-03-10T09:30:00+01:00")[0].event
 
     def ids(**kw: object) -> set[str]:
-        return {h.event.id for h in service.recall("release notes", k=10, **kw)}  # type: ignore[arg-type]
+        return {h.event.id for h in recall(service, "release notes", k=10, **kw)}  # type: ignore[arg-type]
 
     assert ids(since="2026-02-01") == {mid.id, late.id}
     assert ids(until="2026-02-10T00:00:00Z") == {early.id, mid.id}  # inclusive
@@ -148,18 +149,20 @@ def test_time_filters(service: MemoryService) -> None:
     assert ids(since="2027-01-01") == set()
     for bad in ("last week", "2026-13-01", ""):
         with pytest.raises(InvalidInput, match="since"):
-            service.recall("release notes", since=bad)
+            recall(service, "release notes", since=bad)
     with pytest.raises(InvalidInput, match="until"):
-        service.recall("release notes", until="soon")
+        recall(service, "release notes", until="soon")
 
 
 def test_metadata_filters(service: MemoryService) -> None:
-    a = service.remember("deploy log one", metadata={"env": "prod", "attempt": 1, "ok": True})[0].event
-    b = service.remember("deploy log two", metadata={"env": "staging", "attempt": 2, "ok": False})[0].event
-    c = service.remember("deploy log three", metadata={"env": "prod", "attempt": "1", "owner": None})[0].event
+    a = remember(service, "deploy log one", metadata={"env": "prod", "attempt": 1, "ok": True})[0].event
+    b = remember(service, "deploy log two", metadata={"env": "staging", "attempt": 2, "ok": False})[0].event
+    c = remember(service, "deploy log three", metadata={"env": "prod", "attempt": "1", "owner": None})[
+        0
+    ].event
 
     def ids(md: dict[str, object]) -> set[str]:
-        return {h.event.id for h in service.recall("deploy log", k=10, metadata=md)}
+        return {h.event.id for h in recall(service, "deploy log", k=10, metadata=md)}
 
     assert ids({"env": "prod"}) == {a.id, c.id}
     assert ids({"env": "prod", "attempt": 1}) == {a.id}  # 1 is not "1"
@@ -170,21 +173,21 @@ def test_metadata_filters(service: MemoryService) -> None:
     assert ids({"env": "dev"}) == set()
     assert ids({"missing": "x"}) == set()
     with pytest.raises(InvalidInput, match="metadata"):
-        service.recall("deploy log", metadata=["env"])
+        recall(service, "deploy log", metadata=["env"])
     with pytest.raises(InvalidInput, match="quotes"):
-        service.recall("deploy log", metadata={'bad"key': 1})
+        recall(service, "deploy log", metadata={'bad"key': 1})
 
 
 def test_filters_apply_to_neighbours(service: MemoryService) -> None:
     ids = [
-        service.remember(t, session="s", metadata={"tag": "keep" if i != 1 else "drop"})[0].event.id
+        remember(service, t, session="s", metadata={"tag": "keep" if i != 1 else "drop"})[0].event.id
         for i, t in enumerate(STEPS[:3])
     ]
-    hits = service.recall("alpha kickoff meeting notes", k=1, contiguity=1, metadata={"tag": "keep"})
+    hits = recall(service, "alpha kickoff meeting notes", k=1, contiguity=1, metadata={"tag": "keep"})
     assert [h.event.id for h in hits] == [ids[0]]
 
 
 def test_contiguity_bad_input(service: MemoryService) -> None:
     for value in (-1, 6, "1", 1.5, True):
         with pytest.raises(InvalidInput, match="contiguity"):
-            service.recall("x", contiguity=value)
+            recall(service, "x", contiguity=value)

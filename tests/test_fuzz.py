@@ -27,7 +27,8 @@ from mcp import Client, types
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder
 from emx_mcp.server import build_server
-from emx_mcp.service import MemoryService
+from emx_mcp.storage.embedded import EmbeddedStore
+from tests.helpers import open_with_store, remember
 
 TOOLS = ["remember", "recall", "recall_batch", "predict_next", "index_health", "forget"]
 CALL_DEADLINE = 60.0
@@ -156,17 +157,15 @@ def arguments(draw: st.DrawFn, space: dict[str, Pair]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def portal_client(tmp_path: Path) -> Iterator[tuple[anyio.from_thread.BlockingPortal, Client, MemoryService]]:
-    service = MemoryService(
-        Settings(data_dir=tmp_path / "data", max_text_chars=5_000), HashingEncoder(dim=32)
-    )
-    service.open()
+def portal_client(tmp_path: Path) -> Iterator[tuple[anyio.from_thread.BlockingPortal, Client, EmbeddedStore]]:
+    settings = Settings(data_dir=tmp_path / "data", max_text_chars=5_000)
+    service, store = open_with_store(settings, HashingEncoder(dim=32))
     for i in range(40):
-        service.remember(f"seed note {i}. It has two sentences about topic {i % 3}.", session=f"s{i % 2}")
+        remember(service, f"seed note {i}. It has two sentences about topic {i % 3}.", session=f"s{i % 2}")
     with anyio.from_thread.start_blocking_portal() as portal:
         client = portal.wrap_async_context_manager(Client(build_server(service)))
         with client as connected:
-            yield portal, connected, service
+            yield portal, connected, store
     service.close()
 
 
@@ -185,18 +184,18 @@ def examples(request: pytest.FixtureRequest) -> int:
 @pytest.mark.parametrize("tool", TOOLS)
 def test_every_call_ends_in_a_result_or_a_clear_error(
     tool: str,
-    portal_client: tuple[anyio.from_thread.BlockingPortal, Client, MemoryService],
+    portal_client: tuple[anyio.from_thread.BlockingPortal, Client, EmbeddedStore],
     request: pytest.FixtureRequest,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    portal, client, service = portal_client
+    portal, client, store = portal_client
     outcomes = {"result": 0, "error": 0}
 
     async def call(args: dict[str, Any]) -> Any:
         with anyio.fail_after(CALL_DEADLINE):  # a hung server fails the test instead of blocking it
             return await client.call_tool(tool, args)
 
-    ids = [e.id for e in service.event_log.by_seqs(list(range(1, 100))).values()]
+    ids = [e.id for e in store.log.by_seqs(list(range(1, 100))).values()]
 
     @settings(
         max_examples=examples(request),
@@ -226,10 +225,10 @@ def test_every_call_ends_in_a_result_or_a_clear_error(
     assert not crashes, crashes[0].getMessage()
     assert outcomes["result"] > 0 and outcomes["error"] > 0, outcomes  # both paths were exercised
     # The log and the index agree, event for event, in every namespace.
-    for namespace in {*service.event_log.namespaces(), "default", "other"}:
-        index = service.index(namespace)
+    for namespace in {*store.namespaces(), "default", "other"}:
+        index = store.index(namespace)
         indexed = set() if index is None else set(index.ids().tolist())
-        assert indexed == set(service.event_log.seqs(namespace).tolist()), namespace
+        assert indexed == set(store.log.seqs(namespace).tolist()), namespace
     # And the server still answers.
     health = portal.call(client.call_tool, "index_health", {})
     assert not health.is_error and health.structured_content is not None

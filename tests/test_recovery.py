@@ -11,41 +11,40 @@ import sqlite3
 import pytest
 
 from emx_mcp.config import Settings
-from emx_mcp.embedding import HashingEncoder
 from emx_mcp.errors import StorageError
 from emx_mcp.service import MemoryService
-from emx_mcp.storage.index import snapshot_header
+from emx_mcp.storage import snapshots
+from emx_mcp.storage.embedded import EmbeddedStore
+from tests.helpers import health, open_with_store, recall, remember
 
 NOTES = [f"entry {i} about subject {i % 7} and place {i % 11}" for i in range(300)]
 
 
-def open_store(settings: Settings) -> MemoryService:
-    service = MemoryService(settings, HashingEncoder(dim=64))
-    service.open()
-    return service
+def open_store(settings: Settings) -> tuple[MemoryService, EmbeddedStore]:
+    return open_with_store(settings)
 
 
 def test_leftover_temp_file_of_an_interrupted_snapshot_is_removed(settings: Settings) -> None:
-    first = open_store(settings)
-    ids = [first.remember(n, session="s").pop().event.id for n in NOTES[:20]]
+    first, _ = open_store(settings)
+    ids = [remember(first, n, session="s").pop().event.id for n in NOTES[:20]]
     first.close()
     # As if a process died in the middle of writing a newer snapshot: half a file beside the
     # real one, under the name write_atomic uses.
     real = settings.index_dir / "default.emxidx"
     leftover = settings.index_dir / ".default.emxidx.4242.1234.tmp"
     leftover.write_bytes(real.read_bytes()[:100])
-    again = open_store(settings)
+    again, store = open_store(settings)
     assert not leftover.exists()
-    assert len(again) == 20 and again.recall(NOTES[5], k=1)[0].event.id == ids[5]
+    assert len(store) == 20 and recall(again, NOTES[5], k=1)[0].event.id == ids[5]
     again.close()
 
 
 def test_integrity_check_runs_in_the_background_and_reports_damage(settings: Settings) -> None:
-    first = open_store(settings)
+    first, _ = open_store(settings)
     for note in NOTES:
-        first.remember(note, session="s", timestamp="2026-05-01T00:00:00Z")
+        remember(first, note, session="s", timestamp="2026-05-01T00:00:00Z")
     assert first.wait_for_integrity_check(60) == "ok"
-    assert first.health()["integrity"] == "ok"
+    assert health(first).integrity == "ok"
     first.close()
     # Damage the index that enforces unique ids: opening and recall do not read it, quick_check does.
     with sqlite3.connect(settings.db_path) as conn:
@@ -58,36 +57,36 @@ def test_integrity_check_runs_in_the_background_and_reports_damage(settings: Set
     with settings.db_path.open("r+b") as fh:
         fh.seek((root - 1) * page_size + 8)
         fh.write(b"\xa5" * (page_size - 8))
-    damaged = open_store(settings)  # opening does not wait for the check
+    damaged, _ = open_store(settings)  # opening does not wait for the check
     verdict = damaged.wait_for_integrity_check(60)
     assert verdict.startswith("failed: ")
-    health = damaged.health()
-    assert health["status"] == "degraded" and health["integrity"] == verdict
-    assert any("integrity check failed" in r for r in health["reasons"])
-    assert damaged.recall(NOTES[3], k=1)[0].event.text == NOTES[3]  # what can still be read, is
+    report = health(damaged)
+    assert report.status == "degraded" and report.integrity == verdict
+    assert any("integrity check failed" in r for r in report.reasons)
+    assert recall(damaged, NOTES[3], k=1)[0].event.text == NOTES[3]  # what can still be read, is
     with pytest.raises(StorageError, match="malformed"):  # writing through the damage is refused
-        damaged.remember("one more entry")
+        remember(damaged, "one more entry")
     damaged.close()
 
 
 def test_a_process_never_replaces_a_newer_snapshot_with_an_older_one(settings: Settings) -> None:
-    behind, ahead = open_store(settings), open_store(settings)
+    (behind, behind_store), (ahead, _) = open_store(settings), open_store(settings)
     for note in NOTES[:10]:
-        behind.remember(note, session="s")
+        remember(behind, note, session="s")
     for note in NOTES[10:30]:
-        ahead.remember(note, session="t")
+        remember(ahead, note, session="t")
     ahead.snapshot()  # it has caught up with everything: cursors at 30
     path = settings.index_dir / "default.emxidx"
     newest = path.read_bytes()
-    assert (snapshot_header(path) or {})["last_seq"] == 30
+    assert (snapshots.header(path) or {})["last_seq"] == 30
     # `behind` has seen only its own 10 events; its snapshot would be older.
-    assert behind.index("default") is not None and behind.index("default").last_seq == 10  # type: ignore[union-attr]
-    behind._dirty.add("default")
-    behind.snapshot()
+    index = behind_store.index("default")
+    assert index is not None and index.last_seq == 10
+    behind_store.snapshot(every_namespace=True)
     assert path.read_bytes() == newest
     ahead.close()
     behind.close()
-    assert (snapshot_header(path) or {})["last_seq"] >= 30
-    reopened = open_store(settings)
-    assert len(reopened) == 30
+    assert (snapshots.header(path) or {})["last_seq"] >= 30
+    reopened, store = open_store(settings)
+    assert len(store) == 30
     reopened.close()

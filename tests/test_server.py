@@ -71,14 +71,14 @@ async def test_bad_remember_is_rejected_and_writes_nothing(
 ) -> None:
     message = await error_text(client, "remember", **arguments)
     assert mentions.lower() in message.lower()
-    assert service.event_log.count() == 0
+    assert service.count() == 0
 
 
 async def test_oversized_text_is_rejected_with_the_limit(client: Client, service: MemoryService) -> None:
     limit = service.settings.max_text_chars
     message = await error_text(client, "remember", text="a" * (limit + 1))
     assert f"{limit:,}" in message and "EMX_MAX_TEXT_CHARS" in message
-    assert service.event_log.count() == 0
+    assert service.count() == 0
 
 
 @pytest.mark.parametrize("k", [0, 101, -5])
@@ -129,15 +129,15 @@ async def test_forget_tool(client: Client, service: MemoryService) -> None:
     first = (await call(client, "remember", text="The wifi password is hunter2."))["events"][0]
     await call(client, "remember", text="Standup is at 9:30.", session=first["session"])
     refused = await error_text(client, "forget", ids=[first["id"]])
-    assert "confirm=true" in refused and service.event_log.count() == 2
+    assert "confirm=true" in refused and service.count() == 2
     unknown = await error_text(client, "forget", ids=[first["id"], "nope"], confirm=True)
-    assert "nope" in unknown and service.event_log.count() == 2
+    assert "nope" in unknown and service.count() == 2
     out = await call(client, "forget", ids=[first["id"]], confirm=True)
     assert out == {"removed": 1, "ids": [first["id"]]}
     found = await call(client, "recall", query="wifi password", k=5)
     assert all(r["id"] != first["id"] for r in found["results"])
     out = await call(client, "forget", session=first["session"], confirm=True)
-    assert out["removed"] == 1 and service.event_log.count() == 0
+    assert out["removed"] == 1 and service.count() == 0
 
 
 async def test_index_health_tool(client: Client) -> None:

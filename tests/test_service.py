@@ -10,8 +10,10 @@ from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder, Vectors
 from emx_mcp.errors import CapacityExceeded, InvalidInput, NotFound, StoreMismatch
 from emx_mcp.service import MemoryService
-from emx_mcp.storage import ivf_batch
-from emx_mcp.storage.index import SMALL_BATCH, snapshot_header
+from emx_mcp.storage import ivf_batch, snapshots
+from emx_mcp.storage.embedded import EmbeddedStore
+from emx_mcp.storage.index import SMALL_BATCH
+from tests.helpers import forget, health, open_with_store, recall, recall_batch, remember
 
 
 class CountingEncoder(HashingEncoder):
@@ -30,13 +32,13 @@ TEXTS = [f"note {i}: the {w} deployment used port {1000 + i}" for i, w in enumer
 
 
 def fill(service: MemoryService, texts: Sequence[str] = TEXTS, namespace: str = "default") -> list[str]:
-    return [service.remember(t, session="s", namespace=namespace)[0].event.id for t in texts]
+    return [remember(service, t, session="s", namespace=namespace)[0].event.id for t in texts]
 
 
 def test_remember_then_recall_finds_exact_text_first(service: MemoryService) -> None:
     ids = fill(service)
     for text, event_id in zip(TEXTS, ids, strict=True):
-        hits = service.recall(text, k=3, contiguity=0)
+        hits = recall(service, text, k=3, contiguity=0)
         assert hits[0].event.id == event_id
         assert hits[0].score == pytest.approx(1.0, abs=1e-5)
         assert [h.via for h in hits] == ["similarity"] * 3
@@ -44,65 +46,68 @@ def test_remember_then_recall_finds_exact_text_first(service: MemoryService) -> 
 
 
 def test_remember_without_session_starts_a_new_one(service: MemoryService) -> None:
-    a = service.remember("first thing")[0].event
-    b = service.remember("second thing")[0].event
+    a = remember(service, "first thing")[0].event
+    b = remember(service, "second thing")[0].event
     assert a.session != b.session and a.position == b.position == 0
-    c = service.remember("third thing", session=a.session)[0].event
+    c = remember(service, "third thing", session=a.session)[0].event
     assert c.session == a.session and c.position == 1
 
 
 def test_timestamps_are_normalised_to_utc(service: MemoryService) -> None:
-    given = service.remember("x", timestamp="2026-03-01T10:00:00+02:00")[0].event
+    given = remember(service, "x", timestamp="2026-03-01T10:00:00+02:00")[0].event
     assert given.timestamp == "2026-03-01T08:00:00.000000Z"
-    naive = service.remember("y", timestamp="2026-03-01 10:00")[0].event
+    naive = remember(service, "y", timestamp="2026-03-01 10:00")[0].event
     assert naive.timestamp == "2026-03-01T10:00:00.000000Z"
-    default = service.remember("z")[0].event
+    default = remember(service, "z")[0].event
     assert default.timestamp.endswith("Z")
 
 
 def test_session_filter_and_namespace_isolation(service: MemoryService) -> None:
-    service.remember("alpha release notes", session="one")
-    service.remember("alpha release plan", session="two")
-    service.remember("alpha release secret", session="one", namespace="other")
-    hits = service.recall("alpha release", k=10, session="two")
+    remember(service, "alpha release notes", session="one")
+    remember(service, "alpha release plan", session="two")
+    remember(service, "alpha release secret", session="one", namespace="other")
+    hits = recall(service, "alpha release", k=10, session="two")
     assert [h.event.text for h in hits] == ["alpha release plan"]
-    assert {h.event.namespace for h in service.recall("alpha release", k=10)} == {"default"}
-    assert [h.event.text for h in service.recall("alpha", k=10, namespace="other")] == [
+    assert {h.event.namespace for h in recall(service, "alpha release", k=10)} == {"default"}
+    assert [h.event.text for h in recall(service, "alpha", k=10, namespace="other")] == [
         "alpha release secret"
     ]
-    assert service.recall("alpha", namespace="empty-ns") == []
-    assert service.recall("alpha", session="no-such-session") == []
+    assert recall(service, "alpha", namespace="empty-ns") == []
+    assert recall(service, "alpha", session="no-such-session") == []
 
 
 def reopen(settings: Settings, encoder: HashingEncoder | None = None) -> MemoryService:
-    svc = MemoryService(settings, encoder or HashingEncoder(dim=64))
-    svc.open()
-    return svc
+    return open_with_store(settings, encoder)[0]
+
+
+def crash(service: MemoryService, store: EmbeddedStore) -> None:
+    """Stop as a crash would: the log closed under the service, no final snapshot written."""
+    store.log.close()
 
 
 def test_restart_without_snapshot_replays_the_log(settings: Settings) -> None:
-    first = reopen(settings)
+    first, first_store = open_with_store(settings)
     ids = fill(first)
     # No close(): as after a crash, no snapshot was written (snapshot_every is 1000).
     assert not list(settings.index_dir.glob("*.emxidx"))
-    first.event_log.close()
+    crash(first, first_store)
     encoder = CountingEncoder()
-    second = reopen(settings, encoder)
-    assert len(second) == len(TEXTS)
+    second, store = open_with_store(settings, encoder)
+    assert len(store) == len(TEXTS)
     assert encoder.encoded == 0, "recovery must not re-embed"
-    assert second.recall(TEXTS[7])[0].event.id == ids[7]
+    assert recall(second, TEXTS[7])[0].event.id == ids[7]
     second.close()
 
 
 def test_snapshot_then_newer_events_are_replayed(settings: Settings) -> None:
-    first = reopen(settings)
+    first, first_store = open_with_store(settings)
     fill(first, TEXTS[:10])
     first.snapshot()
     fill(first, TEXTS[10:])
-    first.event_log.close()  # crash after the snapshot: the last 10 exist only in the log
-    second = reopen(settings)
-    assert len(second) == 20
-    assert second.recall(TEXTS[15])[0].event.text == TEXTS[15]
+    crash(first, first_store)  # after the snapshot: the last 10 exist only in the log
+    second, store = open_with_store(settings)
+    assert len(store) == 20
+    assert recall(second, TEXTS[15])[0].event.text == TEXTS[15]
     second.close()
 
 
@@ -127,22 +132,20 @@ def test_corrupt_or_missing_snapshot_is_rebuilt(settings: Settings, damage: str)
         foreign.close()
         path.write_bytes((other.index_dir / "default.emxidx").read_bytes())
     encoder = CountingEncoder()
-    second = reopen(settings, encoder)
-    assert len(second) == len(TEXTS)
+    second, store = open_with_store(settings, encoder)
+    assert len(store) == len(TEXTS)
     assert encoder.encoded == 0
     for text, event_id in zip(TEXTS, ids, strict=True):
-        assert second.recall(text, k=1)[0].event.id == event_id
+        assert recall(second, text, k=1)[0].event.id == event_id
     second.close()
 
 
 def test_snapshot_is_written_every_n_events(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, snapshot_every=5)
-    svc = reopen(settings)
+    svc, store = open_with_store(settings)
     fill(svc, TEXTS[:6])
-    thread = svc._snapshot_thread
-    assert thread is not None
-    thread.join()
-    header = snapshot_header(settings.index_dir / "default.emxidx")
+    store.wait_for_snapshots()
+    header = snapshots.header(settings.index_dir / "default.emxidx")
     assert header is not None and header["last_seq"] >= 5
     svc.close()
 
@@ -156,13 +159,13 @@ def test_another_model_is_refused(settings: Settings) -> None:
 def test_events_written_by_another_process_are_found(settings: Settings) -> None:
     reader = reopen(settings)
     writer = reopen(settings)
-    event = writer.remember("written elsewhere about kubernetes")[0].event
-    assert reader.recall("kubernetes written elsewhere")[0].event.id == event.id
+    event = remember(writer, "written elsewhere about kubernetes")[0].event
+    assert recall(reader, "kubernetes written elsewhere")[0].event.id == event.id
     writer.close()
     reader.close()
 
 
-def test_bad_input_writes_nothing(service: MemoryService) -> None:
+def test_bad_input_writes_nothing(service: MemoryService, store: EmbeddedStore) -> None:
     cases = [
         {"text": ""},
         {"text": "   \n\t"},
@@ -178,16 +181,16 @@ def test_bad_input_writes_nothing(service: MemoryService) -> None:
     ]
     for case in cases:
         with pytest.raises(InvalidInput):
-            service.remember(**case)
-    assert service.event_log.count() == 0 and len(service) == 0
+            remember(service, **case)
+    assert service.count() == 0 and len(store) == 0
     for k in (0, 101, -1, True, "5"):
         with pytest.raises(InvalidInput, match="k must be"):
-            service.recall("q", k=k)
+            recall(service, "q", k=k)
 
 
-def test_vectors_are_unit_float32(service: MemoryService) -> None:
+def test_vectors_are_unit_float32(service: MemoryService, store: EmbeddedStore) -> None:
     fill(service, TEXTS[:3])
-    _, _, vectors = next(service.event_log.vectors_after(0, dim=64))
+    _, _, vectors = next(store.log.vectors_after(0, dim=64))
     assert vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
@@ -195,173 +198,171 @@ def test_vectors_are_unit_float32(service: MemoryService) -> None:
 # -- forget, capacity, batches, health ----------------------------------------------------------
 
 
-def test_forget_by_id_and_by_session(service: MemoryService) -> None:
+def test_forget_by_id_and_by_session(service: MemoryService, store: EmbeddedStore) -> None:
     ids = fill(service)
-    other = service.remember("a different session about gardening", session="g")[0].event
-    assert sorted(service.forget(ids=ids[:3], confirm=True)) == sorted(ids[:3])
-    assert service.event_log.count() == len(TEXTS) - 3 + 1 and len(service) == len(TEXTS) - 2
-    assert all(h.event.id not in ids[:3] for h in service.recall(TEXTS[0], k=50))
-    assert service.forget(session="g", confirm=True) == [other.id]
-    assert service.recall("gardening session", k=50, session="g") == []
-    assert service.health()["status"] == "ok"
+    other = remember(service, "a different session about gardening", session="g")[0].event
+    assert sorted(forget(service, ids=ids[:3], confirm=True)) == sorted(ids[:3])
+    assert service.count() == len(TEXTS) - 3 + 1 and len(store) == len(TEXTS) - 2
+    assert all(h.event.id not in ids[:3] for h in recall(service, TEXTS[0], k=50))
+    assert forget(service, session="g", confirm=True) == [other.id]
+    assert recall(service, "gardening session", k=50, session="g") == []
+    assert health(service).status == "ok"
 
 
 def test_forget_refuses_without_confirmation_or_target(service: MemoryService) -> None:
     ids = fill(service, TEXTS[:2])
     with pytest.raises(InvalidInput, match="confirm=true"):
-        service.forget(ids=ids)
+        forget(service, ids=ids)
     with pytest.raises(InvalidInput, match="either ids"):
-        service.forget(confirm=True)
+        forget(service, confirm=True)
     with pytest.raises(InvalidInput, match="either ids"):
-        service.forget(ids=ids, session="s", confirm=True)
-    with pytest.raises(InvalidInput, match="list of event id"):
-        service.forget(ids="abc", confirm=True)
-    assert service.event_log.count() == 2
+        forget(service, ids=ids, session="s", confirm=True)
+    with pytest.raises(InvalidInput, match="ids must be a list of strings"):
+        forget(service, ids="abc", confirm=True)
+    assert service.count() == 2
 
 
-def test_forget_with_an_unknown_id_removes_nothing(service: MemoryService) -> None:
+def test_forget_with_an_unknown_id_removes_nothing(service: MemoryService, store: EmbeddedStore) -> None:
     ids = fill(service, TEXTS[:3])
     with pytest.raises(NotFound, match="no-such-id"):
-        service.forget(ids=[ids[0], "no-such-id"], confirm=True)
+        forget(service, ids=[ids[0], "no-such-id"], confirm=True)
     with pytest.raises(NotFound):
-        service.forget(ids=[ids[0]], namespace="elsewhere", confirm=True)
-    assert service.event_log.count() == 3 and len(service) == 3
+        forget(service, ids=[ids[0]], namespace="elsewhere", confirm=True)
+    assert service.count() == 3 and len(store) == 3
 
 
 def test_forgotten_events_stay_gone_after_restart(settings: Settings) -> None:
-    first = reopen(settings)
+    first, first_store = open_with_store(settings)
     ids = fill(first)
     first.snapshot()  # the snapshot still holds the events forgotten below
-    first.forget(ids=ids[:5], confirm=True)
-    first.event_log.close()  # crash: no snapshot after the forget
-    second = reopen(settings)
-    assert len(second) == len(TEXTS) - 5
-    assert all(h.event.id not in ids[:5] for h in second.recall(TEXTS[1], k=50))
+    forget(first, ids=ids[:5], confirm=True)
+    crash(first, first_store)  # no snapshot after the forget
+    second, store = open_with_store(settings)
+    assert len(store) == len(TEXTS) - 5
+    assert all(h.event.id not in ids[:5] for h in recall(second, TEXTS[1], k=50))
     second.close()
-    third = reopen(settings)  # and from the snapshot written on close
-    assert len(third) == len(TEXTS) - 5
+    third, store = open_with_store(settings)  # and from the snapshot written on close
+    assert len(store) == len(TEXTS) - 5
     third.close()
 
 
 def test_forget_in_one_process_is_seen_by_another(settings: Settings) -> None:
     a, b = reopen(settings), reopen(settings)
     ids = fill(a, TEXTS[:4])
-    assert b.recall(TEXTS[2], k=1)[0].event.id == ids[2]
-    a.forget(ids=[ids[2]], confirm=True)
-    assert all(h.event.id != ids[2] for h in b.recall(TEXTS[2], k=10))
+    assert recall(b, TEXTS[2], k=1)[0].event.id == ids[2]
+    forget(a, ids=[ids[2]], confirm=True)
+    assert all(h.event.id != ids[2] for h in recall(b, TEXTS[2], k=10))
     a.close()
     b.close()
 
 
 def test_capacity_limit(tmp_path: Path) -> None:
-    svc = reopen(Settings(data_dir=tmp_path, max_events=10))
+    svc, store = open_with_store(Settings(data_dir=tmp_path, max_events=10))
     ids = fill(svc, TEXTS[:8])
-    health = svc.health()
-    assert health["status"] == "warning" and any("EMX_MAX_EVENTS" in r for r in health["reasons"])
+    report = health(svc)
+    assert report.status == "warning" and any("EMX_MAX_EVENTS" in r for r in report.reasons)
     fill(svc, TEXTS[8:10])
     with pytest.raises(CapacityExceeded, match="EMX_MAX_EVENTS is 10"):
-        svc.remember("one too many")
-    assert svc.event_log.count() == 10 and svc.event_log.total() == 10
-    assert svc.recall(TEXTS[3], k=1)[0].event.id == ids[3]  # reads still work
-    svc.forget(ids=ids[:1], confirm=True)
-    svc.remember("room again")  # forgetting frees capacity
-    assert svc.event_log.total() == 10
+        remember(svc, "one too many")
+    assert svc.count() == 10 and store.total() == 10
+    assert recall(svc, TEXTS[3], k=1)[0].event.id == ids[3]  # reads still work
+    forget(svc, ids=ids[:1], confirm=True)
+    remember(svc, "room again")  # forgetting frees capacity
+    assert store.total() == 10
     svc.close()
 
 
 def test_recall_batch_matches_single_recalls(service: MemoryService) -> None:
     fill(service)
     queries = [TEXTS[3], "deployment port", TEXTS[11]]
-    batch = service.recall_batch(queries, k=4)
+    batch = recall_batch(service, queries, k=4)
     assert len(batch) == 3
     for query, hits in zip(queries, batch, strict=True):
-        assert [h.event.id for h in hits] == [h.event.id for h in service.recall(query, k=4)]
+        assert [h.event.id for h in hits] == [h.event.id for h in recall(service, query, k=4)]
 
 
 def test_recall_batch_on_a_trained_index_matches_single_recalls(tmp_path: Path) -> None:
     """At SMALL_BATCH queries or more, a trained index answers through ivf_batch's kernels."""
     assert ivf_batch.wait_ready(timeout=600), ivf_batch.unavailable_reason()
-    svc = reopen(Settings(data_dir=tmp_path, index_train_at=200))
+    svc, store = open_with_store(Settings(data_dir=tmp_path, index_train_at=200))
     rng = np.random.default_rng(3)
     texts = [" ".join(f"w{j}" for j in rng.choice(400, 8, replace=False)) for _ in range(300)]
     for t in texts:
-        svc.remember(t, session="s")
-    index = svc.index("default")
+        remember(svc, t, session="s")
+    index = store.index("default")
     assert index is not None and index.wait_idle(60) and index.trained
     queries = texts[::7]
     assert len(queries) >= SMALL_BATCH
-    batch = svc.recall_batch(queries, k=3)
-    assert index._table is not None
+    batch = recall_batch(svc, queries, k=3)
+    assert index.stats().batch_searches == 1
     for query, hits in zip(queries, batch, strict=True):
         assert hits[0].event.text == query
         # The hashing encoder's scores often tie exactly, and tied events may come in either
         # order; the scores of every item, neighbours included, must be the same.
-        assert np.allclose([h.score for h in hits], [h.score for h in svc.recall(query, k=3)], atol=1e-6)
+        assert np.allclose([h.score for h in hits], [h.score for h in recall(svc, query, k=3)], atol=1e-6)
     svc.close()
 
 
-def test_health_warns_when_the_batch_kernels_cannot_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    broken = ivf_batch._Loader()
-    broken.failed = "ModuleNotFoundError: No module named 'numba'"
-    monkeypatch.setattr(ivf_batch, "_loader", broken)
-    svc = reopen(Settings(data_dir=tmp_path, index_train_at=200))
-    for i in range(150):
-        svc.remember(f"entry {i} of the first batch")
-    assert svc.health()["status"] == "ok"  # a flat index has no use for them
-    for i in range(150):
-        svc.remember(f"entry {i} of the second batch")
-    index = svc.index("default")
-    assert index is not None and index.wait_idle(60) and index.trained
-    health = svc.health()
-    assert health["status"] == "warning" and health["batch_kernels"].startswith("unavailable")
-    assert any("FAISS answers batches" in r and "numba" in r for r in health["reasons"])
-    svc.close()
+def test_health_warns_when_the_batch_kernels_cannot_load(tmp_path: Path) -> None:
+    broken = ivf_batch.KernelLoader(module="emx_mcp.storage.kernels_that_do_not_exist")
+    with ivf_batch.use_loader(broken):
+        assert not ivf_batch.wait_ready(timeout=60)
+        svc, store = open_with_store(Settings(data_dir=tmp_path, index_train_at=200))
+        for i in range(150):
+            remember(svc, f"entry {i} of the first batch")
+        assert health(svc).status == "ok"  # a flat index has no use for them
+        for i in range(150):
+            remember(svc, f"entry {i} of the second batch")
+        index = store.index("default")
+        assert index is not None and index.wait_idle(60) and index.trained
+        report = health(svc)
+        svc.close()
+    assert report.status == "warning" and report.batch_kernels.startswith("unavailable")
+    assert any("FAISS answers batches" in r and "kernels_that_do_not_exist" in r for r in report.reasons)
 
 
 def test_recall_batch_limits(service: MemoryService) -> None:
     with pytest.raises(InvalidInput, match="1 to 256"):
-        service.recall_batch([])
+        recall_batch(service, [])
     with pytest.raises(InvalidInput, match="1 to 256"):
-        service.recall_batch(["q"] * 257)
+        recall_batch(service, ["q"] * 257)
     with pytest.raises(InvalidInput, match="list of strings"):
-        service.recall_batch("just one string")
+        recall_batch(service, "just one string")
     with pytest.raises(InvalidInput, match=r"queries\[1\]"):
-        service.recall_batch(["fine", ""])
-    assert service.recall_batch(["q"] * 256, k=1) == [[] for _ in range(256)]
+        recall_batch(service, ["fine", ""])
+    assert recall_batch(service, ["q"] * 256, k=1) == [[] for _ in range(256)]
 
 
 def test_health_reports_the_index(service: MemoryService) -> None:
     fill(service)
-    health = service.health()
-    assert health["kind"] == "flat" and health["vectors"] == health["events_in_log"] == len(TEXTS)
-    assert health["buffered"] == len(TEXTS) and health["measured_recall_at_10"] == 1.0
-    assert health["status"] == "ok" and health["reasons"] == []
-    assert health["bytes_on_disk"]["event_log"] > 0 and health["bytes_in_memory"] >= len(TEXTS) * 64 * 4
-    assert service.health("unused-namespace")["vectors"] == 0
+    report = health(service)
+    assert report.kind == "flat" and report.vectors == report.events_in_log == len(TEXTS)
+    assert report.buffered == len(TEXTS) and report.measured_recall_at_10 == 1.0
+    assert report.status == "ok" and report.reasons == []
+    assert report.bytes_on_disk.event_log > 0 and report.bytes_in_memory >= len(TEXTS) * 64 * 4
+    assert health(service, "unused-namespace").vectors == 0
 
 
 def test_service_trains_ivf_and_survives_restart(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, index_train_at=200)
-    svc = reopen(settings)
+    svc, store = open_with_store(settings)
     texts = [f"entry {i} about {w} and {v}" for i in range(260) for w, v in [(i % 17, i % 23)]]
     for t in texts:
-        svc.remember(t, session="s")
-    index = svc.index("default")
+        remember(svc, t, session="s")
+    index = store.index("default")
     assert index is not None and index.wait_idle(60)
-    assert svc.health()["kind"] == "ivf"
+    assert health(svc).kind == "ivf"
     svc.close()
     again = reopen(settings)
-    health = again.health()
-    assert health["kind"] == "ivf" and health["vectors"] == 260 and health["status"] in {"ok", "warning"}
-    hits = again.recall(texts[100], k=1)
+    report = health(again)
+    assert report.kind == "ivf" and report.vectors == 260 and report.status in {"ok", "warning"}
+    hits = recall(again, texts[100], k=1)
     assert hits[0].event.text == texts[100]
     # A session filter on a trained index still finds every event of a small session, exactly.
     small = [
-        again.remember(t, session="small")[0].event.id for t in ("entry alpha", "entry beta", "gamma ray")
+        remember(again, t, session="small")[0].event.id for t in ("entry alpha", "entry beta", "gamma ray")
     ]
-    hits = again.recall("entry", k=10, session="small")
+    hits = recall(again, "entry", k=10, session="small")
     assert {h.event.id for h in hits} == set(small)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     again.close()

@@ -14,7 +14,9 @@ from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder, Vectors
 from emx_mcp.errors import CapacityExceeded
 from emx_mcp.service import MemoryService
+from emx_mcp.storage.embedded import EmbeddedStore
 from emx_mcp.transfer import export_jsonl, import_jsonl
+from tests.helpers import health, open_with_store, recall, remember
 
 NOTES = [
     "The staging database moved to db-7 after the disk filled up.",
@@ -45,16 +47,23 @@ def open_store(tmp_path: Path) -> Iterator[Opener]:
     opened: list[MemoryService] = []
 
     def open_(name: str, encoder: HashingEncoder | None = None, **settings: Any) -> MemoryService:
-        service = MemoryService(
-            Settings(data_dir=tmp_path / name, **settings), encoder or HashingEncoder(dim=64)
-        )
-        service.open()
+        service, store = open_with_store(Settings(data_dir=tmp_path / name, **settings), encoder)
+        STORES[service] = store
         opened.append(service)
         return service
 
     yield open_
     for service in opened:
         service.close()
+        STORES.pop(service)
+
+
+# The store under each service the fixture opened, to count what its index holds.
+STORES: dict[MemoryService, EmbeddedStore] = {}
+
+
+def indexed(service: MemoryService) -> int:
+    return len(STORES[service])
 
 
 @pytest.fixture
@@ -62,15 +71,15 @@ def source(open_store: Opener) -> MemoryService:
     """Store "a": the notes in two sessions, and one event in namespace "other"."""
     service = open_store("a")
     for i, note in enumerate(NOTES):
-        service.remember(
-            note, session=f"s{i % 2}", metadata={"n": i}, timestamp=f"2026-0{1 + i}-01T10:00:00Z"
+        remember(
+            service, note, session=f"s{i % 2}", metadata={"n": i}, timestamp=f"2026-0{1 + i}-01T10:00:00Z"
         )
-    service.remember(NOTES[0] + " Another topic entirely.", namespace="other")
+    remember(service, NOTES[0] + " Another topic entirely.", namespace="other")
     return service
 
 
 def recall_ids(service: MemoryService, namespace: str = "default") -> list[list[str]]:
-    return [[h.event.id for h in service.recall(q, k=3, namespace=namespace)] for q in NOTES]
+    return [[h.event.id for h in recall(service, q, k=3, namespace=namespace)] for q in NOTES]
 
 
 def test_export_then_import_into_an_empty_store_recalls_the_same(
@@ -99,7 +108,7 @@ def test_export_then_import_into_an_empty_store_recalls_the_same(
     assert encoder.encoded == 0, "embeddings of the same model are reused, not recomputed"
     assert recall_ids(target) == recall_ids(source)
     assert recall_ids(target, "other") == recall_ids(source, "other")
-    for a, b in zip(source.recall(NOTES[2], k=6), target.recall(NOTES[2], k=6), strict=True):
+    for a, b in zip(recall(source, NOTES[2], k=6), recall(target, NOTES[2], k=6), strict=True):
         assert (a.event.id, a.event.text, a.event.session, a.event.position) == (
             b.event.id,
             b.event.text,
@@ -108,9 +117,9 @@ def test_export_then_import_into_an_empty_store_recalls_the_same(
         )
         assert (a.event.timestamp, a.event.metadata, a.via) == (b.event.timestamp, b.event.metadata, b.via)
         assert a.score == pytest.approx(b.score, abs=1e-6)
-    assert target.health()["status"] == "ok"
+    assert health(target).status == "ok"
     # Appending to an imported session continues after its last position.
-    assert target.remember("later note", session="s0").pop().event.position == 3
+    assert remember(target, "later note", session="s0").pop().event.position == 3
 
 
 def test_import_is_idempotent_by_id(tmp_path: Path, source: MemoryService, open_store: Opener) -> None:
@@ -120,7 +129,7 @@ def test_import_is_idempotent_by_id(tmp_path: Path, source: MemoryService, open_
     assert import_jsonl(target, out).imported == len(NOTES) + 1
     again = import_jsonl(target, out)
     assert (again.imported, again.already_present) == (0, len(NOTES) + 1)
-    assert target.event_log.count() == len(NOTES) + 1 and len(target) == len(NOTES) + 1
+    assert target.count() == len(NOTES) + 1 and indexed(target) == len(NOTES) + 1
 
 
 def test_namespace_filter_and_export_without_embeddings(
@@ -134,7 +143,7 @@ def test_namespace_filter_and_export_without_embeddings(
     target = open_store("b", encoder)
     report = import_jsonl(target, out)
     assert report.imported == report.reembedded == 1 and encoder.encoded == 2  # two sentences
-    assert target.recall(line["text"], namespace="other")[0].event.id == line["id"]
+    assert recall(target, line["text"], namespace="other")[0].event.id == line["id"]
 
 
 def test_embeddings_of_another_model_are_recomputed(
@@ -147,7 +156,7 @@ def test_embeddings_of_another_model_are_recomputed(
     report = import_jsonl(target, out)
     assert report.imported == report.reembedded == len(NOTES) + 1 and encoder.encoded >= len(NOTES) + 1
     # The vectors stored are the target model's, as `remember` would compute them.
-    _, vectors = target.event_log.vectors_of(np.arange(1, 3), 64)
+    _, vectors = STORES[target].log.vectors_of(np.arange(1, 3), 64)
     expected = target.embed_episodes([NOTES[0], NOTES[1]])
     assert np.allclose(vectors, expected, atol=1e-6)
 
@@ -201,15 +210,15 @@ def test_malformed_lines_abort_everything_and_are_reported_by_line(
     assert "empty" in problems[7] and "ISO 8601" in problems[9] and "position" in problems[11]
     assert "namespace" in problems[15] and "extra" in problems[17] and "base64" in problems[19]
     assert "line 2" in problems[21]
-    assert target.event_log.count() == 0 and len(target) == 0
+    assert target.count() == 0 and indexed(target) == 0
 
 
 def test_skip_imports_every_good_line(tmp_path: Path, open_store: Opener) -> None:
     target = open_store("b")
     report = import_jsonl(target, mixed_file(tmp_path / "bad.jsonl"), on_error="skip")
     assert not report.aborted and report.skipped == len(MALFORMED)
-    assert report.imported == 23 - len(MALFORMED) == target.event_log.count() == len(target)
-    assert target.recall("Imported note number 1 about topic 7.", k=1)[0].event.id == "evt-1"
+    assert report.imported == 23 - len(MALFORMED) == target.count() == indexed(target)
+    assert recall(target, "Imported note number 1 about topic 7.", k=1)[0].event.id == "evt-1"
 
 
 def test_non_utf8_line_is_reported(tmp_path: Path, open_store: Opener) -> None:
@@ -222,17 +231,17 @@ def test_non_utf8_line_is_reported(tmp_path: Path, open_store: Opener) -> None:
 
 def test_a_place_held_by_another_event_is_an_error(tmp_path: Path, open_store: Opener) -> None:
     target = open_store("b")
-    held = target.remember("already here", session="imported").pop().event  # position 0
+    held = remember(target, "already here", session="imported").pop().event  # position 0
     report = import_jsonl(target, write_lines(tmp_path / "c.jsonl", [good_line(0), good_line(1)]))
     assert report.aborted and report.errors[0][0] == 1 and held.id in report.errors[0][1]
-    assert target.event_log.count() == 1
+    assert target.count() == 1
 
 
 def test_capacity_limit_applies_to_imports(tmp_path: Path, open_store: Opener) -> None:
     target = open_store("b", max_events=3)
     with pytest.raises(CapacityExceeded):
         import_jsonl(target, write_lines(tmp_path / "c.jsonl", [good_line(i) for i in range(5)]))
-    assert target.event_log.count() == 0
+    assert target.count() == 0
 
 
 def test_export_replaces_the_file_only_when_complete(tmp_path: Path, source: MemoryService) -> None:

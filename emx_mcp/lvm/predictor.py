@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emx_mcp.embedding import Vectors, normalize
+
+if TYPE_CHECKING:
+    from emx_mcp.lvm.train import CheckpointHeader
 
 DEFAULT_CONTEXT = 16
 
@@ -17,15 +20,15 @@ DEFAULT_CONTEXT = 16
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     model: Any  # NextEpisodeGRU; typed loosely so that importing this module does not import torch
-    meta: dict[str, Any]
+    header: CheckpointHeader
 
     @property
     def method(self) -> str:
-        return str(self.meta["outcome"]["method"])
+        return self.header.outcome.method
 
     @property
     def context(self) -> int:
-        return int(self.meta["context"])
+        return self.header.context
 
     def predict(self, context: Vectors) -> Vectors:
         """The model's (or the chosen blend's) next vector after `context` (L, d), shape (d,)."""
@@ -36,21 +39,26 @@ class Checkpoint:
         window[0, c - len(context[-c:]) :] = context[-c:]
         with torch.no_grad():
             predicted = self.model(torch.from_numpy(window), torch.tensor([len(context[-c:])])).numpy()[0]
-        weight = self.meta["outcome"]["blend_weight"] or 1.0
+        weight = self.header.outcome.blend_weight or 1.0
         blended: Vectors = normalize(weight * predicted + (1 - weight) * context[-1])[0]
         return blended
+
+
+def checkpoint_path(data_dir: Path, namespace: str) -> Path:
+    """Where `train-lvm` writes the predictor of a namespace."""
+    return data_dir / "lvm" / f"{namespace}.safetensors"
 
 
 class Predictors:
     """One checkpoint per namespace, loaded lazily and reloaded when its file changes."""
 
-    def __init__(self, folder: Path, model_id: str, dim: int) -> None:
-        self.folder, self.model_id, self.dim = folder, model_id, dim
+    def __init__(self, data_dir: Path, model_id: str, dim: int) -> None:
+        self.data_dir, self.model_id, self.dim = data_dir, model_id, dim
         self._loaded: dict[str, tuple[float, Checkpoint]] = {}
         self._lock = threading.Lock()
 
     def path(self, namespace: str) -> Path:
-        return self.folder / f"{namespace}.safetensors"
+        return checkpoint_path(self.data_dir, namespace)
 
     def get(self, namespace: str) -> Checkpoint | None:
         path = self.path(namespace)
@@ -64,7 +72,7 @@ class Predictors:
                 return cached[1]
             from emx_mcp.lvm.train import load
 
-            model, meta = load(path, self.model_id, self.dim)
-            checkpoint = Checkpoint(model, meta)
+            model, header = load(path, self.model_id, self.dim)
+            checkpoint = Checkpoint(model, header)
             self._loaded[namespace] = (mtime, checkpoint)
             return checkpoint

@@ -19,20 +19,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import InvalidInput, StoreMismatch
+from emx_mcp.errors import InvalidInput, model_mismatch
+from emx_mcp.files import write_atomic
 from emx_mcp.lvm import evaluate
 from emx_mcp.lvm.data import Session, Windows, split_sessions, windows
 from emx_mcp.lvm.model import NextEpisodeGRU
-from emx_mcp.storage.index import write_atomic
 
 MIN_TRAIN_WINDOWS = 200
 MIN_VALIDATION_WINDOWS = 50
@@ -160,21 +160,11 @@ def train(
     memory = evaluate.Memory.of(sessions)
     negatives = Negatives.of(train_sessions)
     session_index = {s.name: i for i, s in enumerate(sessions)}
-    dim = train_w.targets.shape[1]
-    model = NextEpisodeGRU(dim, config.hidden)
+    model = NextEpisodeGRU(train_w.targets.shape[1], config.hidden)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    steps_per_epoch = math.ceil(len(train_w) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    warmup = max(1, int(config.warmup * total))
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(len(train_w), config))
 
     # Epoch 0 is the untrained model, which is copy-last: training must beat it to be kept.
     best = evaluate.rank_metrics(predict(model, val_w), val_w, memory)
@@ -183,27 +173,11 @@ def train(
     history = [{"epoch": 0, "loss": float("nan"), **best}]
     rng = np.random.default_rng(config.seed)
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = rng.permutation(len(train_w))
-        losses = []
-        for lo in range(0, len(order), config.batch_size):
-            idx = order[lo : lo + config.batch_size]
-            pred = model(torch.from_numpy(train_w.contexts[idx]), torch.from_numpy(train_w.lengths[idx]))
-            target = torch.from_numpy(train_w.targets[idx])
-            batch = negatives.batch(train_w, idx, rng)
-            loss = loss_fn(pred, target, negatives, batch, config.alpha, config.tau)
-            optimiser.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimiser.step()
-            scheduler.step()
-            losses.append(loss.item())
+        loss = one_epoch(model, train_w, negatives, optimiser, scheduler, config, rng)
         metrics = evaluate.rank_metrics(predict(model, val_w), val_w, memory)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **metrics})
+        history.append({"epoch": epoch, "loss": loss, **metrics})
         if progress:
-            progress(
-                f"epoch {epoch}/{config.epochs}: loss {np.mean(losses):.4f}, val hit@5 {metrics['hit@5']:.4f}"
-            )
+            progress(f"epoch {epoch}/{config.epochs}: loss {loss:.4f}, val hit@5 {metrics['hit@5']:.4f}")
         if metrics["hit@5"] > best["hit@5"]:
             best, best_epoch, stale = metrics, epoch, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -218,6 +192,47 @@ def train(
     outcome.train_sessions, outcome.validation_sessions = len(train_sessions), len(val_sessions)
     outcome.seconds = round(time.perf_counter() - started, 2)
     return model, outcome
+
+
+def warmup_cosine(windows_count: int, config: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate factor per step: linear warm-up, then cosine decay to zero."""
+    total = math.ceil(windows_count / config.batch_size) * config.epochs
+    warmup = max(1, int(config.warmup * total))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return schedule
+
+
+def one_epoch(
+    model: NextEpisodeGRU,
+    train_w: Windows,
+    negatives: Negatives,
+    optimiser: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> float:
+    """One pass over the training windows in a random order; the mean loss."""
+    model.train()
+    order = rng.permutation(len(train_w))
+    losses = []
+    for lo in range(0, len(order), config.batch_size):
+        idx = order[lo : lo + config.batch_size]
+        pred = model(torch.from_numpy(train_w.contexts[idx]), torch.from_numpy(train_w.lengths[idx]))
+        target = torch.from_numpy(train_w.targets[idx])
+        batch = negatives.batch(train_w, idx, rng)
+        loss = loss_fn(pred, target, negatives, batch, config.alpha, config.tau)
+        optimiser.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        optimiser.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
 
 
 def choose(
@@ -243,38 +258,64 @@ def choose(
 # -- checkpoints ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointHeader:
+    """Everything needed to trust a checkpoint's weights, saved beside them."""
+
+    embedding_model: str
+    dim: int
+    hidden: int
+    context: int
+    trained_at: str
+    config: TrainConfig
+    outcome: Outcome
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CheckpointHeader:
+        raw = json.loads(text)
+        return cls(
+            embedding_model=str(raw["embedding_model"]),
+            dim=int(raw["dim"]),
+            hidden=int(raw["hidden"]),
+            context=int(raw["context"]),
+            trained_at=str(raw["trained_at"]),
+            config=TrainConfig(**raw["config"]),
+            outcome=Outcome(**raw["outcome"]),
+        )
+
+
 def save(path: Path, model: NextEpisodeGRU, outcome: Outcome, model_id: str, config: TrainConfig) -> None:
     """Weights (safetensors, no pickle) and everything needed to trust them, written atomically."""
-    meta = {
-        "embedding_model": model_id,
-        "dim": model.dim,
-        "hidden": model.hidden,
-        "context": config.context,
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": asdict(config),
-        "outcome": asdict(outcome),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(model.state_dict(), str(tmp), metadata={"emx": json.dumps(meta)})
-    write_atomic(path, tmp.read_bytes())
-    tmp.unlink()
-    write_atomic(path.with_suffix(".eval.json"), (json.dumps(meta, indent=1) + "\n").encode())
+    header = CheckpointHeader(
+        embedding_model=model_id,
+        dim=model.dim,
+        hidden=model.hidden,
+        context=config.context,
+        trained_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        config=config,
+        outcome=outcome,
+    )
+    write_atomic(path, save_bytes(model.state_dict(), metadata={"emx": header.to_json()}))
+    write_atomic(path.with_suffix(".eval.json"), (json.dumps(asdict(header), indent=1) + "\n").encode())
 
 
-def load(path: Path, model_id: str, dim: int) -> tuple[NextEpisodeGRU, dict[str, Any]]:
+def load(path: Path, model_id: str, dim: int) -> tuple[NextEpisodeGRU, CheckpointHeader]:
     """Load a checkpoint; refuse one trained on another embedding model."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {})["emx"])
-    if meta["embedding_model"] != model_id or int(meta["dim"]) != dim:
-        raise StoreMismatch(
-            f"{path} was trained on embeddings of {meta['embedding_model']!r} (dim {meta['dim']}), but this "
-            f"store uses {model_id!r} (dim {dim}); vectors of different models are not comparable. "
-            "Run `emx-mcp train-lvm` again."
+        header = CheckpointHeader.from_json((fh.metadata() or {})["emx"])
+    if header.embedding_model != model_id or header.dim != dim:
+        raise model_mismatch(
+            str(path),
+            f"{header.embedding_model!r} (dim {header.dim})",
+            f"{model_id!r} (dim {dim})",
+            "run `emx-mcp train-lvm` again",
         )
-    model = NextEpisodeGRU(int(meta["dim"]), int(meta["hidden"]))
+    model = NextEpisodeGRU(header.dim, header.hidden)
     model.load_state_dict(load_file(str(path)))
     model.eval()
-    return model, meta
+    return model, header

@@ -87,7 +87,7 @@ def probe(queries: F32, centroids: F32, nprobe: int) -> I64:
     return out
 
 
-@njit(parallel=True, cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False)
 def scan(queries: F32, assign: I64, code_at: I64, ids_at: I64, sizes: I64, k: int) -> tuple[F32, I64]:
     """Top-k over the probed lists: scores (m, k) descending and ids (m, k), -1 past the end.
 
@@ -97,10 +97,20 @@ def scan(queries: F32, assign: I64, code_at: I64, ids_at: I64, sizes: I64, k: in
     `assign` (m, nprobe) holds list numbers; `code_at`, `ids_at` and `sizes` (nlist,) describe
     the lists.
     """
+    first, block, members, where = _group_by_list(assign, sizes)
+    products = _list_products(queries, code_at, sizes, first, block, members)
+    return _keep_best(assign, ids_at, sizes, where, products, k)
+
+
+@njit(cache=True, boundscheck=False)
+def _group_by_list(assign: I64, sizes: I64) -> tuple[I64, I64, I64, I64]:
+    """Counting sort of (query, probe) pairs by list.
+
+    first[l]: where list l's queries start in `members`; block[l]: where its products start;
+    where[q, p]: where query q's products with its p-th probed list start.
+    """
     m, nprobe = assign.shape
-    dim = queries.shape[1]
     nlist = sizes.shape[0]
-    # Counting sort of (query, probe) pairs by list; block[l] is where list l's products start.
     first = np.zeros(nlist + 1, np.int64)
     for q in range(m):
         for p in range(nprobe):
@@ -119,6 +129,14 @@ def scan(queries: F32, assign: I64, code_at: I64, ids_at: I64, sizes: I64, k: in
             members[cursor[lst]] = q
             where[q, p] = block[lst] + row * sizes[lst]
             cursor[lst] += 1
+    return first, block, members, where
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def _list_products(queries: F32, code_at: I64, sizes: I64, first: I64, block: I64, members: I64) -> F32:
+    """Every probing query times every vector of the list it probes, one BLAS product per list."""
+    dim = queries.shape[1]
+    nlist = sizes.shape[0]
     products = np.empty(block[nlist], np.float32)
     for lst in prange(nlist):
         n = sizes[lst]
@@ -130,6 +148,13 @@ def scan(queries: F32, assign: I64, code_at: I64, ids_at: I64, sizes: I64, k: in
         for r in range(rows):
             gathered[r] = queries[members[first[lst] + r]]
         np.dot(gathered, vectors.T, products[block[lst] : block[lst] + rows * n].reshape((rows, n)))
+    return products
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def _keep_best(assign: I64, ids_at: I64, sizes: I64, where: I64, products: F32, k: int) -> tuple[F32, I64]:
+    """Each query's k best products over its probed lists, in one pass, best first."""
+    m, nprobe = assign.shape
     best = np.full((m, k), -np.inf, np.float32)
     best_ids = np.full((m, k), -1, np.int64)
     for q in prange(m):

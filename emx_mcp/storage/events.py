@@ -15,16 +15,18 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from emx_mcp.embedding import Vectors
 from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
@@ -59,6 +61,25 @@ CREATE TABLE IF NOT EXISTS counters (
 
 _COLUMNS = "seq, id, namespace, session, position, timestamp, text, metadata"
 
+# Most values one statement binds: SQLite's limit is 999 in older builds.
+CHUNK = 500
+
+
+def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """`values` in consecutive slices of at most `size`."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def marks(count: int) -> str:
+    """`?, ?, ...`: the placeholders of an IN list."""
+    return ",".join("?" * count)
+
+
+def decode_vectors(blobs: Sequence[bytes], dim: int) -> Vectors:
+    """The float32 embedding blobs of `len(blobs)` events as one array (n, dim)."""
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -85,30 +106,31 @@ class Filters:
     def any(self) -> bool:
         return any(v is not None for v in (self.session, self.since, self.until, self.metadata))
 
-    def sql(self, namespace: str) -> tuple[str, list[object]]:
-        """A WHERE clause (without the keyword) and its parameters."""
-        clauses: list[str] = ["namespace = ?"]
+    def sql(self, namespace: str, table: str = "") -> tuple[str, list[object]]:
+        """A WHERE clause (without the keyword) and its parameters; `table` qualifies the columns."""
+        p = f"{table}." if table else ""
+        clauses: list[str] = [f"{p}namespace = ?"]
         params: list[object] = [namespace]
         if self.session is not None:
-            clauses.append("session = ?")
+            clauses.append(f"{p}session = ?")
             params.append(self.session)
         if self.since is not None:
-            clauses.append("timestamp >= ?")
+            clauses.append(f"{p}timestamp >= ?")
             params.append(self.since)
         if self.until is not None:
-            clauses.append("timestamp <= ?")
+            clauses.append(f"{p}timestamp <= ?")
             params.append(self.until)
         for key, value in (self.metadata or {}).items():
             path = '$."' + key + '"'
             if value is None:
-                clauses.append("json_type(metadata, ?) = 'null'")
+                clauses.append(f"json_type({p}metadata, ?) = 'null'")
                 params.append(path)
             else:
                 # Same JSON type and value: true matches true, not 1; "1" matches "1", not 1.
                 encoded = json.dumps(value, ensure_ascii=False, sort_keys=True)
                 clauses.append(
-                    "json_type(metadata, ?) = json_type(?) "
-                    "AND json_extract(metadata, ?) = json_extract(?, '$')"
+                    f"json_type({p}metadata, ?) = json_type(?) "
+                    f"AND json_extract({p}metadata, ?) = json_extract(?, '$')"
                 )
                 params += [path, encoded, path, encoded]
         return " AND ".join(clauses), params
@@ -126,13 +148,175 @@ def _row_to_event(row: tuple[Any, ...]) -> Event:
     return Event(seq, id_, namespace, session, position, timestamp, text, json.loads(metadata))
 
 
-class EventLog:
+class EventReader:
+    """The log's read queries over one SQLite connection; EventLog adds the writes and the replica feed."""
+
+    path: Path
+    _conn: sqlite3.Connection
+    _lock: threading.RLock
+
+    def namespaces(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT namespace FROM events").fetchall()
+        return [r[0] for r in rows]
+
+    def seqs(self, namespace: str) -> npt.NDArray[np.int64]:
+        """Seqs of every event of `namespace`, ascending."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq FROM events WHERE namespace = ? ORDER BY seq", (namespace,)
+            ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def by_seqs(self, seqs: Sequence[int]) -> dict[int, Event]:
+        """Events for the given seqs; seqs that no longer exist are absent from the result."""
+        wanted = sorted({int(s) for s in seqs if s >= 0})
+        found: dict[int, Event] = {}
+        with self._lock:
+            for chunk in chunks(wanted):
+                sql = f"SELECT {_COLUMNS} FROM events WHERE seq IN ({marks(len(chunk))})"
+                for row in self._conn.execute(sql, chunk):
+                    event = _row_to_event(row)
+                    found[event.seq] = event
+        return found
+
+    def sessions(self, namespace: str, dim: int) -> list[tuple[str, npt.NDArray[np.int64], Vectors]]:
+        """Every session of `namespace` as (name, seqs, vectors (L, dim)) in position order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT session, seq, embedding FROM events WHERE namespace = ? ORDER BY session, position",
+                (namespace,),
+            ).fetchall()
+        out: list[tuple[str, npt.NDArray[np.int64], Vectors]] = []
+        start = 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or rows[end][0] != rows[start][0]:
+                chunk = rows[start:end]
+                seqs = np.array([r[1] for r in chunk], dtype=np.int64)
+                out.append((chunk[0][0], seqs, decode_vectors([r[2] for r in chunk], dim)))
+                start = end
+        return out
+
+    def context(
+        self, namespace: str, session: str, up_to_position: int | None, limit: int, dim: int
+    ) -> tuple[npt.NDArray[np.int64], Vectors]:
+        """The last `limit` episodes of a session (up to a position), oldest first: (seqs, vectors)."""
+        bound = (1 << 62) if up_to_position is None else up_to_position
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, embedding FROM events WHERE namespace = ? AND session = ? AND position <= ? "
+                "ORDER BY position DESC LIMIT ?",
+                (namespace, session, bound, limit),
+            ).fetchall()
+        rows.reverse()
+        seqs = np.array([r[0] for r in rows], dtype=np.int64)
+        return seqs, decode_vectors([r[1] for r in rows], dim)
+
+    def latest_session(self, namespace: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT session FROM events WHERE namespace = ? ORDER BY seq DESC LIMIT 1", (namespace,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def by_id(self, event_id: str) -> Event | None:
+        with self._lock:
+            row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else _row_to_event(row)
+
+    def export_batches(
+        self, namespace: str | None, dim: int, batch: int = 1000
+    ) -> Iterator[tuple[list[Event], Vectors]]:
+        """Every event (of one namespace, or all) with its vector, in seq order, `batch` at a time.
+
+        Each batch is read in its own short transaction, so writers are never held up for long.
+        """
+        where, params = ("AND namespace = ?", [namespace]) if namespace is not None else ("", [])
+        cursor = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT {_COLUMNS}, embedding FROM events WHERE seq > ? {where} ORDER BY seq LIMIT ?",
+                    [cursor, *params, batch],
+                ).fetchall()
+            if not rows:
+                return
+            events = [_row_to_event(r[:-1]) for r in rows]
+            yield events, decode_vectors([r[-1] for r in rows], dim)
+            cursor = events[-1].seq
+
+    def holders(
+        self, ids: Sequence[str], places: Sequence[tuple[str, str, int]]
+    ) -> tuple[set[str], dict[tuple[str, str, int], str]]:
+        """Which of `ids` exist, and the id of the event holding each taken (namespace, session, position)."""
+        found: set[str] = set()
+        taken: dict[tuple[str, str, int], str] = {}
+        with self._lock:
+            for chunk in chunks(ids):
+                sql = f"SELECT id FROM events WHERE id IN ({marks(len(chunk))})"
+                found.update(r[0] for r in self._conn.execute(sql, list(chunk)))
+            for place in places:
+                row = self._conn.execute(
+                    "SELECT id FROM events WHERE namespace = ? AND session = ? AND position = ?", place
+                ).fetchone()
+                if row is not None:
+                    taken[place] = str(row[0])
+        return found, taken
+
+    def matching_seqs(self, namespace: str, filters: Filters) -> npt.NDArray[np.int64]:
+        """Seqs of the events of `namespace` that pass `filters`."""
+        where, params = filters.sql(namespace)
+        with self._lock:
+            rows = self._conn.execute(f"SELECT seq FROM events WHERE {where}", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def neighbours(
+        self, namespace: str, anchors: Sequence[tuple[str, int]], reach: int, filters: Filters
+    ) -> list[Event]:
+        """Events passing `filters` within `reach` positions of each (session, position) anchor (included)."""
+        found: list[Event] = []
+        columns = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
+        where, where_params = filters.sql(namespace, table="e")
+        with self._lock:
+            for chunk in chunks(anchors, 200):
+                values = ", ".join("(?, ?, ?)" for _ in chunk)
+                params: list[object] = []
+                for session, position in chunk:
+                    params += [session, position - reach, position + reach]
+                # A join on a VALUES list lets SQLite use the (namespace, session, position) index
+                # per anchor; an OR of ranges would scan the table.
+                rows = self._conn.execute(
+                    f"WITH a(session, lo, hi) AS (VALUES {values}) SELECT DISTINCT {columns} FROM a "
+                    "JOIN events e ON e.session = a.session AND e.position BETWEEN a.lo AND a.hi "
+                    f"WHERE {where}",
+                    [*params, *where_params],
+                ).fetchall()
+                found.extend(_row_to_event(r) for r in rows)
+        return found
+
+    def vectors_of(self, seqs: npt.NDArray[np.int64], dim: int) -> tuple[npt.NDArray[np.int64], Vectors]:
+        """(seqs, vectors (n, dim)) of the events among `seqs` that still exist."""
+        found_seqs: list[int] = []
+        blobs: list[bytes] = []
+        with self._lock:
+            for chunk in chunks(seqs.tolist()):
+                sql = f"SELECT seq, embedding FROM events WHERE seq IN ({marks(len(chunk))})"
+                for seq, blob in self._conn.execute(sql, list(chunk)):
+                    found_seqs.append(seq)
+                    blobs.append(blob)
+        return np.array(found_seqs, dtype=np.int64), decode_vectors(blobs, dim)
+
+
+class EventLog(EventReader):
     """Durable, append-mostly store of events and their embeddings (WAL, synchronous=FULL)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Called inside every write transaction just before COMMIT, when set: a seam for tests
+        # that stage a failure after rows were written (it may raise, and then nothing is kept).
+        self.before_commit: Callable[[], None] | None = None
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before `append` returns, so an acknowledged event survives
@@ -158,7 +342,7 @@ class EventLog:
     # -- transactions -------------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn, self._lock, self.path)
+        return _Transaction(self._conn, self._lock, self.path, self.before_commit)
 
     def _meta_get(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -286,11 +470,9 @@ class EventLog:
         with self._transaction():
             if event_ids is not None:
                 rows = []
-                for start in range(0, len(event_ids), 500):
-                    chunk = list(event_ids[start : start + 500])
-                    marks = ",".join("?" * len(chunk))
+                for chunk in chunks(event_ids):
                     rows += self._conn.execute(
-                        f"SELECT seq, id FROM events WHERE namespace = ? AND id IN ({marks})",
+                        f"SELECT seq, id FROM events WHERE namespace = ? AND id IN ({marks(len(chunk))})",
                         [namespace, *chunk],
                     ).fetchall()
                 unknown = sorted(set(event_ids) - {event_id for _, event_id in rows})
@@ -363,168 +545,6 @@ class EventLog:
             ).fetchone()
         return int(n)
 
-    def namespaces(self) -> list[str]:
-        with self._lock:
-            rows = self._conn.execute("SELECT DISTINCT namespace FROM events").fetchall()
-        return [r[0] for r in rows]
-
-    def seqs(self, namespace: str) -> npt.NDArray[np.int64]:
-        """Seqs of every event of `namespace`, ascending."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq FROM events WHERE namespace = ? ORDER BY seq", (namespace,)
-            ).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-    def by_seqs(self, seqs: Sequence[int]) -> dict[int, Event]:
-        """Events for the given seqs; seqs that no longer exist are absent from the result."""
-        wanted = sorted({int(s) for s in seqs if s >= 0})
-        found: dict[int, Event] = {}
-        with self._lock:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq IN ({marks})", chunk):
-                    event = _row_to_event(row)
-                    found[event.seq] = event
-        return found
-
-    def sessions(self, namespace: str) -> list[tuple[str, npt.NDArray[np.int64], Vectors]]:
-        """Every session of `namespace` as (name, seqs, vectors (L, dim)) in position order."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT session, seq, embedding FROM events WHERE namespace = ? ORDER BY session, position",
-                (namespace,),
-            ).fetchall()
-        out: list[tuple[str, npt.NDArray[np.int64], Vectors]] = []
-        start = 0
-        for end in range(1, len(rows) + 1):
-            if end == len(rows) or rows[end][0] != rows[start][0]:
-                chunk = rows[start:end]
-                seqs = np.array([r[1] for r in chunk], dtype=np.int64)
-                vectors = np.frombuffer(b"".join(r[2] for r in chunk), dtype=np.float32).reshape(
-                    len(chunk), -1
-                )
-                out.append((chunk[0][0], seqs, vectors))
-                start = end
-        return out
-
-    def context(
-        self, namespace: str, session: str, up_to_position: int | None, limit: int, dim: int
-    ) -> tuple[npt.NDArray[np.int64], Vectors]:
-        """The last `limit` episodes of a session (up to a position), oldest first: (seqs, vectors)."""
-        bound = (1 << 62) if up_to_position is None else up_to_position
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, embedding FROM events WHERE namespace = ? AND session = ? AND position <= ? "
-                "ORDER BY position DESC LIMIT ?",
-                (namespace, session, bound, limit),
-            ).fetchall()
-        rows.reverse()
-        seqs = np.array([r[0] for r in rows], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        return seqs, vectors
-
-    def latest_session(self, namespace: str) -> str | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT session FROM events WHERE namespace = ? ORDER BY seq DESC LIMIT 1", (namespace,)
-            ).fetchone()
-        return None if row is None else str(row[0])
-
-    def by_id(self, event_id: str) -> Event | None:
-        with self._lock:
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
-        return None if row is None else _row_to_event(row)
-
-    def export_batches(
-        self, namespace: str | None, dim: int, batch: int = 1000
-    ) -> Iterator[tuple[list[Event], Vectors]]:
-        """Every event (of one namespace, or all) with its vector, in seq order, `batch` at a time.
-
-        Each batch is read in its own short transaction, so writers are never held up for long.
-        """
-        where, params = ("AND namespace = ?", [namespace]) if namespace is not None else ("", [])
-        cursor = 0
-        while True:
-            with self._lock:
-                rows = self._conn.execute(
-                    f"SELECT {_COLUMNS}, embedding FROM events WHERE seq > ? {where} ORDER BY seq LIMIT ?",
-                    [cursor, *params, batch],
-                ).fetchall()
-            if not rows:
-                return
-            events = [_row_to_event(r[:-1]) for r in rows]
-            vectors = np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-            yield events, vectors
-            cursor = events[-1].seq
-
-    def holders(
-        self, ids: Sequence[str], places: Sequence[tuple[str, str, int]]
-    ) -> tuple[set[str], dict[tuple[str, str, int], str]]:
-        """Which of `ids` exist, and the id of the event holding each taken (namespace, session, position)."""
-        found: set[str] = set()
-        taken: dict[tuple[str, str, int], str] = {}
-        with self._lock:
-            for start in range(0, len(ids), 500):
-                chunk = list(ids[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                found.update(
-                    r[0] for r in self._conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
-                )
-            for place in places:
-                row = self._conn.execute(
-                    "SELECT id FROM events WHERE namespace = ? AND session = ? AND position = ?", place
-                ).fetchone()
-                if row is not None:
-                    taken[place] = str(row[0])
-        return found, taken
-
-    def matching_seqs(self, namespace: str, filters: Filters) -> npt.NDArray[np.int64]:
-        """Seqs of the events of `namespace` that pass `filters`."""
-        where, params = filters.sql(namespace)
-        with self._lock:
-            rows = self._conn.execute(f"SELECT seq FROM events WHERE {where}", params).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-    def neighbours(self, namespace: str, anchors: Sequence[tuple[str, int]], reach: int) -> list[Event]:
-        """Events within `reach` positions of each (session, position) anchor, anchors included."""
-        found: list[Event] = []
-        columns = ", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))
-        with self._lock:
-            for start in range(0, len(anchors), 200):
-                chunk = anchors[start : start + 200]
-                values = ", ".join("(?, ?, ?)" for _ in chunk)
-                params: list[object] = []
-                for session, position in chunk:
-                    params += [session, position - reach, position + reach]
-                # A join on a VALUES list lets SQLite use the (namespace, session, position) index
-                # per anchor; an OR of ranges would scan the table.
-                rows = self._conn.execute(
-                    f"WITH a(session, lo, hi) AS (VALUES {values}) SELECT DISTINCT {columns} FROM a "
-                    "JOIN events e ON e.namespace = ? AND e.session = a.session "
-                    "AND e.position BETWEEN a.lo AND a.hi",
-                    [*params, namespace],
-                ).fetchall()
-                found.extend(_row_to_event(r) for r in rows)
-        return found
-
-    def vectors_of(self, seqs: npt.NDArray[np.int64], dim: int) -> tuple[npt.NDArray[np.int64], Vectors]:
-        """(seqs, vectors (n, dim)) of the events among `seqs` that still exist."""
-        found_seqs: list[int] = []
-        blobs: list[bytes] = []
-        with self._lock:
-            for start in range(0, len(seqs), 500):
-                chunk = [int(s) for s in seqs[start : start + 500]]
-                marks = ",".join("?" * len(chunk))
-                for seq, blob in self._conn.execute(
-                    f"SELECT seq, embedding FROM events WHERE seq IN ({marks})", chunk
-                ):
-                    found_seqs.append(seq)
-                    blobs.append(blob)
-        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
-        return np.array(found_seqs, dtype=np.int64), vectors
-
     def vectors_after(
         self, after_seq: int, dim: int, batch: int = 20_000
     ) -> Iterator[tuple[npt.NDArray[np.int64], list[str], Vectors]]:
@@ -539,8 +559,7 @@ class EventLog:
             if not rows:
                 return
             seqs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-            yield seqs, [r[1] for r in rows], vectors
+            yield seqs, [r[1] for r in rows], decode_vectors([r[2] for r in rows], dim)
             cursor = int(seqs[-1])
 
     def check_integrity(self) -> list[str]:
@@ -557,6 +576,17 @@ class EventLog:
             conn.close()
         return [str(r[0]) for r in rows if r[0] != "ok"]
 
+    def pragma(self, statement: str) -> list[tuple[Any, ...]]:
+        """Run one PRAGMA on the log's own connection and return its rows.
+
+        PRAGMAs are per connection, so this is the way to tune the log's (or, in tests, to stage
+        a full disk with `max_page_count` or a read-only file with `query_only`).
+        """
+        if not statement.lstrip().upper().startswith("PRAGMA "):
+            raise ValueError(f"only PRAGMA statements are run here; got {statement[:40]!r}")
+        with self._lock:
+            return self._conn.execute(statement).fetchall()
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -570,10 +600,17 @@ class _Transaction:
     StorageError.
     """
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, path: Path) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        lock: threading.RLock,
+        path: Path,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._conn = conn
         self._lock = lock
         self._path = path
+        self._before_commit = before_commit
 
     def __enter__(self) -> None:
         self._lock.acquire()
@@ -587,6 +624,12 @@ class _Transaction:
             raise
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        hook_error: BaseException | None = None
+        if exc is None and self._before_commit is not None:
+            try:
+                self._before_commit()
+            except BaseException as raised:
+                exc = hook_error = raised
         try:
             if exc is None:
                 try:
@@ -594,13 +637,12 @@ class _Transaction:
                 except sqlite3.Error as commit_error:
                     self._rollback()
                     raise storage_error(self._path, commit_error) from commit_error
-            else:
-                self._rollback()
-                failed = isinstance(exc, sqlite3.Error | OSError) and not isinstance(
-                    exc, sqlite3.IntegrityError
-                )
-                if failed:
-                    raise storage_error(self._path, exc) from exc
+                return
+            self._rollback()
+            if isinstance(exc, sqlite3.Error | OSError) and not isinstance(exc, sqlite3.IntegrityError):
+                raise storage_error(self._path, exc) from exc
+            if hook_error is not None:
+                raise hook_error
         finally:
             self._lock.release()
 

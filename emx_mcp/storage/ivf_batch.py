@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -69,10 +71,11 @@ def list_table(ivf: Any) -> ListTable:
     return ListTable(centroids, sizes, code_at, ids_at)
 
 
-class _Loader:
+class KernelLoader:
     """Loads the kernels once, in the background; remembers a failure and stays on FAISS."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str = "emx_mcp.storage._ivf_kernels") -> None:
+        self.module = module
         self.kernels: ModuleType | None = None
         self.failed: str | None = None
         self.blas: Any = None
@@ -91,7 +94,7 @@ class _Loader:
 
     def _load(self) -> None:
         try:
-            kernels = importlib.import_module("emx_mcp.storage._ivf_kernels")
+            kernels = importlib.import_module(self.module)
             from threadpoolctl import ThreadpoolController
 
             _warm_up(kernels)
@@ -107,7 +110,18 @@ class _Loader:
             self.ready.set()
 
 
-_loader = _Loader()
+_loader = KernelLoader()
+
+
+@contextmanager
+def use_loader(loader: KernelLoader) -> Iterator[KernelLoader]:
+    """Let `loader` serve this process's batches for the block (to stage a loader that fails, in tests)."""
+    global _loader
+    previous, _loader = _loader, loader
+    try:
+        yield loader
+    finally:
+        _loader = previous
 
 
 def prepare() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder
-from emx_mcp.service import MemoryService
+from tests.helpers import open_with_store, recall
 
 pytestmark = pytest.mark.slow
 
@@ -61,19 +61,18 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
         acked = run_and_kill(data_dir, trial, rng)
         assert acked, f"trial {trial}: the child acknowledged nothing before the kill"
         everything.extend(acked)
-        service = MemoryService(Settings(data_dir=data_dir), HashingEncoder(dim=256))
-        service.open()
+        service, store = open_with_store(Settings(data_dir=data_dir), HashingEncoder(dim=256))
         try:
-            missing = [i for i, _ in everything if service.event_log.by_id(i) is None]
+            missing = [i for i, _ in everything if store.event("default", i) is None]
             assert not missing, f"trial {trial}: {len(missing)} acknowledged events lost"
-            assert len(service) == service.event_log.count() >= len(everything)
+            assert len(store) == service.count() >= len(everything)
             for event_id, text in rng.sample(everything, min(40, len(everything))) + acked[-3:]:
-                hits = service.recall(text, k=1)
+                hits = recall(service, text, k=1)
                 assert hits and hits[0].event.id == event_id, f"trial {trial}: {text!r} not recalled first"
         finally:
             # Close without a final snapshot half the time, so both recovery paths are exercised.
             if trial % 2:
                 service.close()
             else:
-                service.event_log.close()
+                store.log.close()
     print(f"{TRIALS} SIGKILL trials, {len(everything)} acknowledged events, 0 lost")

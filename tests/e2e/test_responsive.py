@@ -14,10 +14,10 @@ import anyio
 import pytest
 from mcp import Client
 
+from emx_mcp.app import build_service
 from emx_mcp.config import Settings
 from emx_mcp.embedding import SentenceTransformerEncoder
 from emx_mcp.server import build_server
-from emx_mcp.service import MemoryService
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -34,7 +34,7 @@ def long_text(chars: int) -> str:
 
 
 async def test_recall_returns_while_a_long_remember_is_in_progress(tmp_path: Path) -> None:
-    service = MemoryService(Settings(data_dir=tmp_path), SentenceTransformerEncoder())
+    service = build_service(Settings(data_dir=tmp_path), SentenceTransformerEncoder())
     service.warm_up()  # the model is loaded: what follows is encoding, not loading
     text = long_text(100_000)
     assert len(text) == 100_000

@@ -150,3 +150,27 @@ async def test_recall_batch_over_stdio_is_searched_list_by_list(tmp_path: Path) 
         assert [hits[0]["text"] for hits in kernels] == queries
         assert [hits[0]["id"] for hits in kernels] == [hits[0]["id"] for hits in faiss]
         assert all(abs(a[0]["score"] - b[0]["score"]) < 1e-5 for a, b in zip(kernels, faiss, strict=True))
+
+
+async def test_tools_list_shows_the_limits_of_every_argument(tmp_path: Path) -> None:
+    """A client sees each limit in the input schema, before it ever gets an error."""
+    async with Client(stdio_params(tmp_path, EMX_MAX_TEXT_CHARS="5000"), read_timeout_seconds=120) as client:
+        tools = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+
+    def prop(tool: str, name: str) -> dict[str, Any]:
+        schema: dict[str, Any] = tools[tool]["properties"][name]
+        return next((o for o in schema.get("anyOf", []) if o.get("type") != "null"), schema)
+
+    for tool in ("recall", "recall_batch", "predict_next"):
+        assert (prop(tool, "k")["minimum"], prop(tool, "k")["maximum"]) == (1, 100), tool
+    for tool in ("recall", "recall_batch"):
+        assert (prop(tool, "contiguity")["minimum"], prop(tool, "contiguity")["maximum"]) == (0, 5)
+    assert (prop("remember", "text")["minLength"], prop("remember", "text")["maxLength"]) == (1, 5000)
+    assert prop("recall", "query")["maxLength"] == 5000
+    queries = prop("recall_batch", "queries")
+    assert (queries["minItems"], queries["maxItems"], queries["items"]["maxLength"]) == (1, 256, 5000)
+    assert prop("forget", "ids")["items"]["maxLength"] == 128 and prop("forget", "ids")["minItems"] == 1
+    assert prop("predict_next", "after_event_id")["maxLength"] == 128
+    for tool in ("remember", "recall", "recall_batch", "forget", "predict_next"):
+        assert prop(tool, "namespace")["maxLength"] == 64 and "pattern" in prop(tool, "namespace"), tool
+        assert prop(tool, "session")["maxLength"] == 256, tool

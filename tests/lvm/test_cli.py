@@ -11,23 +11,21 @@ import pytest
 from emx_mcp import cli
 from emx_mcp.config import Settings
 from emx_mcp.embedding import DEFAULT_MODEL_ID
-from emx_mcp.service import MemoryService
-from tests.helpers import DefaultIdEncoder
+from tests.helpers import DefaultIdEncoder, open_service, remember
 
 WORDS = [f"w{i}x{j}" for i in range(8) for j in range(6)]
 
 
 def fill(data_dir: Path, sessions: int, length: int) -> None:
     rng = np.random.default_rng(0)
-    service = MemoryService(Settings(data_dir=data_dir), DefaultIdEncoder())
-    service.open()
+    service = open_service(Settings(data_dir=data_dir), DefaultIdEncoder())
     for s in range(sessions):
         order = [int(rng.integers(8)), int(rng.integers(8))]
         while len(order) < length:
             order.append((order[-1] * 3 + order[-2] * 5 + 1) % 8)
         for topic in order:
             words = " ".join(WORDS[topic * 6 : topic * 6 + 6]) + f" noise{rng.integers(1000)}"
-            service.remember(words, session=f"s{s}")
+            remember(service, words, session=f"s{s}")
     service.close()
 
 

@@ -144,10 +144,11 @@ def test_checkpoint_round_trip_and_model_mismatch(tmp_path: Path) -> None:
     model, outcome = train.train(sessions, config)
     path = tmp_path / "ns.safetensors"
     train.save(path, model, outcome, "model-a", config)
-    loaded, meta = train.load(path, "model-a", DIM)
+    loaded, header = train.load(path, "model-a", DIM)
     w = windows(sessions, 4)
     assert np.allclose(train.predict(loaded, w), train.predict(model, w), atol=1e-6)
-    assert meta["context"] == 4 and meta["outcome"]["method"] == outcome.method
+    assert header.context == 4 and header.config == config
+    assert header.outcome.method == outcome.method and header.outcome.metrics == outcome.metrics
     assert path.with_suffix(".eval.json").exists()
     with pytest.raises(StoreMismatch, match="model-a"):
         train.load(path, "model-b", DIM)

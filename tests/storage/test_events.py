@@ -79,8 +79,8 @@ def test_model_binding_refuses_another_model(tmp_path: Path) -> None:
 def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
     """Power loss: a commit is on disk when `append` returns (WAL, synchronous=FULL)."""
     log = EventLog(tmp_path / "events.sqlite3")
-    (mode,) = log._conn.execute("PRAGMA journal_mode").fetchone()
-    (sync,) = log._conn.execute("PRAGMA synchronous").fetchone()
+    ((mode,),) = log.pragma("PRAGMA journal_mode")
+    ((sync,),) = log.pragma("PRAGMA synchronous")
     assert mode == "wal" and sync == 2  # 2 = FULL: the WAL is fsynced at every commit
     log.close()
 

@@ -7,7 +7,6 @@ import threading
 import faiss
 import numpy as np
 import pytest
-from faiss.contrib.inspect_tools import get_invlist
 
 from emx_mcp.embedding import normalize
 from emx_mcp.storage import ivf_batch
@@ -39,15 +38,24 @@ def trained_index(n: int = 12_000, kind: str = "ivf_flat") -> tuple[VectorIndex,
 
 
 def faiss_one_by_one(index: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same search through FAISS, one query at a time, on the same lists and nprobe."""
-    params = faiss.SearchParametersIVF(nprobe=index.state.nprobe)
-    rows = [index._live.search(q.reshape(1, -1), k, params=params) for q in queries]
+    """The same search one query at a time: single queries go to FAISS, on the same lists and nprobe."""
+    before = index.stats().batch_searches
+    rows = [index.search(q.reshape(1, -1), k) for q in queries]
+    assert index.stats().batch_searches == before, "single queries must stay on FAISS"
     return np.vstack([r[0] for r in rows]), np.vstack([r[1] for r in rows])
 
 
+def by_kernels(index: VectorIndex, queries: np.ndarray, k: int) -> bool:
+    """Search and say whether the batch went through ivf_batch's kernels."""
+    before = index.stats().batch_searches
+    index.search(queries, k)
+    return index.stats().batch_searches > before
+
+
 def assert_same_answers(index: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    before = index.stats().batch_searches
     scores, ids = index.search(queries, k)
-    assert index._table is not None, "the batch did not go through ivf_batch"
+    assert index.stats().batch_searches == before + 1, "the batch did not go through ivf_batch"
     want_scores, want_ids = faiss_one_by_one(index, queries, k)
     found = ids >= 0
     assert np.array_equal(found, want_ids >= 0)
@@ -74,15 +82,14 @@ def test_batch_gives_faiss_answers(k: int) -> None:
 
 def test_small_batches_and_sq8_stay_on_faiss() -> None:
     index, vectors = trained_index()
-    assert index.health()["batch_kernels"] == "ready"
-    index.search(vectors[: SMALL_BATCH - 1], 5)
-    assert index._table is None
+    assert index.stats().batch_kernels == "ready"
+    assert by_kernels(index, vectors[:SMALL_BATCH], 5)
+    assert not by_kernels(index, vectors[: SMALL_BATCH - 1], 5)
     index.policy = TrainingPolicy(train_at=4_000, batch_kernels=False)  # EMX_INDEX_BATCH_KERNELS=false
-    index.search(vectors[:200], 5)
-    assert index._table is None and index.health()["batch_kernels"] == "off"
+    assert not by_kernels(index, vectors[:200], 5) and index.stats().batch_kernels == "off"
     sq8, sq8_vectors = trained_index(kind="ivf_sq8")
+    assert not by_kernels(sq8, sq8_vectors[:200], 5) and sq8.stats().batch_kernels == "off"
     _, ids = sq8.search(sq8_vectors[:200], 1)
-    assert sq8._table is None and sq8.health()["batch_kernels"] == "off"
     assert (ids[:, 0] == np.arange(200)).mean() > 0.9
 
 
@@ -97,10 +104,10 @@ def test_batch_follows_adds_and_removes() -> None:
     _, ids = assert_same_answers(index, fresh, 1)
     assert (ids[:, 0] == fresh_ids).all()
     # Empty one whole list and remove a scattered tenth of the rest.
-    emptied, _ = get_invlist(index._live.invlists, 0)
-    removed = np.concatenate([emptied.astype(np.int64), np.arange(1, 12_000, 10)])
+    emptied = index.list_ids(0)
+    removed = np.concatenate([emptied, np.arange(1, 12_000, 10)])
     assert index.remove(removed) == len(np.unique(removed))
-    assert index._live.invlists.list_size(0) == 0
+    assert len(index.list_ids(0)) == 0
     _, ids = assert_same_answers(index, np.vstack([queries, fresh]), 10)
     assert not np.isin(ids, removed).any()
 
@@ -111,20 +118,28 @@ def test_k_beyond_the_probed_vectors_pads_with_minus_one() -> None:
     assert (ids == -1).any()
 
 
-def test_kernels_that_fail_to_load_leave_faiss_in_charge(monkeypatch: pytest.MonkeyPatch) -> None:
-    broken = ivf_batch._Loader()
-    monkeypatch.setattr(ivf_batch, "_loader", broken)
-    monkeypatch.setattr(ivf_batch, "importlib", None)  # the loader's import fails: AttributeError
-    index, vectors = trained_index()
-    assert index.health()["batch_kernels"] == "not loaded"
-    _, ids = index.search(vectors[:100], 1)  # starts the loader; FAISS answers
-    assert not ivf_batch.wait_ready(timeout=60)
-    assert index.health()["batch_kernels"].startswith("unavailable: AttributeError")
-    _, again = index.search(vectors[:100], 1)
-    assert index._table is None
-    assert (ids[:, 0] == np.arange(100)).all() and (again == ids).all()
-    with pytest.raises(RuntimeError, match="not loaded"):
-        ivf_batch.search(ivf_batch.list_table(index._live), vectors[:40], 4, 1)
+def test_kernels_that_fail_to_load_leave_faiss_in_charge() -> None:
+    with ivf_batch.use_loader(ivf_batch.KernelLoader(module="emx_mcp.storage.no_such_kernels")):
+        index, vectors = trained_index()
+        assert index.stats().batch_kernels == "not loaded"
+        _, ids = index.search(vectors[:100], 1)  # starts the loader; FAISS answers
+        assert not ivf_batch.wait_ready(timeout=60)
+        assert index.stats().batch_kernels.startswith("unavailable: ModuleNotFoundError")
+        assert not by_kernels(index, vectors[:100], 1)
+        _, again = index.search(vectors[:100], 1)
+        assert (ids[:, 0] == np.arange(100)).all() and (again == ids).all()
+        with pytest.raises(RuntimeError, match="not loaded"):
+            ivf_batch.search(ivf_batch.list_table(small_faiss_ivf()), vectors[:40], 4, 1)
+    assert ivf_batch.ready(), "the process's own loader is back after the block"
+
+
+def small_faiss_ivf() -> faiss.IndexIVFFlat:
+    """A trained FAISS IVF-Flat index of its own, to read a list table from."""
+    vectors = clustered(2_000, seed=4)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 8, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(vectors)
+    ivf.add_with_ids(vectors, np.arange(2_000))
+    return ivf
 
 
 def test_query_chunks_join_up(monkeypatch: pytest.MonkeyPatch) -> None:

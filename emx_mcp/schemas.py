@@ -1,0 +1,525 @@
+"""What the tools take and return: pydantic models, with every limit in the schema a client sees.
+
+Requests are checked once, where they enter (a tool call, an import line): `parse` turns a
+failure into one readable sentence that says what to change. The service receives only checked
+values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from emx_mcp.errors import InvalidInput
+
+MAX_K = 100
+MAX_CONTIGUITY = 5
+MAX_BATCH_QUERIES = 256
+MAX_SESSION_CHARS = 256
+MAX_ID_CHARS = 128
+MAX_FORGET_IDS = 10_000
+MAX_METADATA_BYTES = 64 * 1024
+DEFAULT_MAX_TEXT_CHARS = 200_000
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAMESPACE = re.compile(NAMESPACE_PATTERN)
+# Marks text fields whose maxLength is EMX_MAX_TEXT_CHARS; `tool_schema` fills in the setting.
+_TEXT_LIMIT_MARK = "x-emx-limit"
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+def _check_utf8(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} is not valid UTF-8 (it contains a lone surrogate at index {exc.start}); "
+            "send well-formed Unicode text."
+        ) from None
+
+
+def _field(info: ValidationInfo) -> str:
+    return info.field_name or "text"
+
+
+def check_text(value: str, info: ValidationInfo) -> str:
+    what = _field(info)
+    limit = (info.context or {}).get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)
+    if not value.strip():
+        raise ValueError(f"{what} is empty; send the text to store or search for.")
+    if len(value) > limit:
+        raise ValueError(
+            f"{what} has {len(value):,} characters; the limit is {limit:,} (EMX_MAX_TEXT_CHARS). "
+            "Split it into several calls."
+        )
+    _check_utf8(value, what)
+    return value
+
+
+def check_queries(values: list[str], info: ValidationInfo) -> list[str]:
+    limit = (info.context or {}).get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)
+    for i, value in enumerate(values):
+        what = f"queries[{i}]"
+        if not value.strip():
+            raise ValueError(f"{what} is empty; send the text to search for.")
+        if len(value) > limit:
+            raise ValueError(
+                f"{what} has {len(value):,} characters; the limit is {limit:,} (EMX_MAX_TEXT_CHARS)."
+            )
+        _check_utf8(value, what)
+    return values
+
+
+def check_namespace(value: str) -> str:
+    if not _NAMESPACE.fullmatch(value):
+        raise ValueError(
+            f"namespace {value[:80]!r} is not allowed; use 1-64 characters from letters, digits, "
+            "'_', '.', '-', starting with a letter or digit."
+        )
+    return value
+
+
+def check_session(value: str) -> str:
+    if not value.strip():
+        raise ValueError("session is empty; omit it to start a new session, or pass an existing id.")
+    if len(value) > MAX_SESSION_CHARS:
+        raise ValueError(f"session has {len(value)} characters; the limit is {MAX_SESSION_CHARS}.")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("session contains control characters; use printable text.")
+    _check_utf8(value, "session")
+    return value
+
+
+def check_event_id(value: str, info: ValidationInfo) -> str:
+    """An event id as the caller gives it: printable text of at most 128 characters."""
+    what = "id" if info.field_name in (None, "ids") else info.field_name
+    if not 1 <= len(value) <= MAX_ID_CHARS or not value.isprintable():
+        raise ValueError(
+            f"{what} {value[:80]!r} is not an event id: ids are 1-{MAX_ID_CHARS} printable characters, "
+            "as `remember` and `recall` return them."
+        )
+    _check_utf8(value, what)
+    return value
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def now() -> str:
+    return format_timestamp(datetime.now(UTC))
+
+
+def parse_timestamp(value: str, info: ValidationInfo) -> str:
+    """Parse ISO 8601 and return it in UTC as 'YYYY-MM-DDTHH:MM:SS.ffffffZ'. No zone means UTC."""
+    what = info.field_name or "timestamp"
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{what} {value[:80]!r} is not ISO 8601; use e.g. '2026-11-21T13:45:00Z'.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return format_timestamp(parsed)
+
+
+def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, sort_keys=True)
+        encoded.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"metadata must be plain JSON (strings, numbers, booleans, null, lists, objects): {exc}."
+        ) from None
+    if len(encoded.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES // 1024} KiB once encoded as JSON.")
+    result: dict[str, Any] = json.loads(encoded)
+    return result
+
+
+def check_metadata_filter(value: dict[str, Any]) -> dict[str, Any]:
+    """Top-level key -> JSON value to match exactly; keys may not contain quotes or backslashes."""
+    checked = check_metadata(value)
+    for key in checked:
+        if '"' in key or "\\" in key or any(ord(ch) < 32 for ch in key):
+            raise ValueError(
+                f"metadata filter key {key[:40]!r} may not contain quotes, backslashes or control characters."
+            )
+    return checked
+
+
+# -- argument types ---------------------------------------------------------------------------
+
+Text = Annotated[
+    str,
+    AfterValidator(check_text),
+    Field(json_schema_extra={"minLength": 1, "maxLength": DEFAULT_MAX_TEXT_CHARS, _TEXT_LIMIT_MARK: True}),
+]
+Namespace = Annotated[
+    str,
+    AfterValidator(check_namespace),
+    Field(
+        description="Separate memory space; namespaces never see each other.",
+        json_schema_extra={"pattern": NAMESPACE_PATTERN, "minLength": 1, "maxLength": 64},
+    ),
+]
+SessionId = Annotated[
+    str,
+    AfterValidator(check_session),
+    Field(json_schema_extra={"minLength": 1, "maxLength": MAX_SESSION_CHARS}),
+]
+EventId = Annotated[
+    str, AfterValidator(check_event_id), Field(json_schema_extra={"minLength": 1, "maxLength": MAX_ID_CHARS})
+]
+Timestamp = Annotated[str, AfterValidator(parse_timestamp)]
+Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
+MetadataFilter = Annotated[dict[str, Any], AfterValidator(check_metadata_filter)]
+K = Annotated[int, Field(ge=1, le=MAX_K)]
+Contiguity = Annotated[int, Field(ge=0, le=MAX_CONTIGUITY)]
+
+
+class Request(BaseModel):
+    """A tool's arguments: strict types (no "5" for 5, no true for 1), checked when made."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class RememberRequest(Request):
+    text: Text = Field(description="What happened; 1 to EMX_MAX_TEXT_CHARS characters.")
+    session: SessionId | None = Field(
+        default=None, description="Groups the events of one task; omit to start a new session."
+    )
+    metadata: Metadata | None = Field(default=None, description="Any JSON object, kept with every episode.")
+    timestamp: Timestamp | None = Field(
+        default=None,
+        description="When it happened, ISO 8601 such as 2026-11-21T13:45:00Z (default: now); "
+        "stored in UTC, no zone means UTC.",
+    )
+    namespace: Namespace = "default"
+
+
+class RecallOptions(Request):
+    """What to recall and how much: shared by `recall` and `recall_batch`."""
+
+    k: K = Field(default=5, description="How many matching episodes, best first (1-100).")
+    session: SessionId | None = Field(default=None, description="Only this session.")
+    namespace: Namespace = "default"
+    contiguity: Contiguity = Field(
+        default=1, description="Neighbours on each side of every match, 0-5 (0: none)."
+    )
+    since: Timestamp | None = Field(default=None, description="Only events at or after this ISO 8601 time.")
+    until: Timestamp | None = Field(default=None, description="Only events at or before this ISO 8601 time.")
+    metadata: MetadataFilter | None = Field(
+        default=None, description='Exact match on top-level metadata keys (1 is not "1").'
+    )
+
+
+class RecallRequest(RecallOptions):
+    query: Text = Field(description="A question or topic.")
+
+
+class RecallBatchRequest(RecallOptions):
+    queries: Annotated[
+        list[Annotated[str, Field(json_schema_extra={"minLength": 1, _TEXT_LIMIT_MARK: True})]],
+        Field(min_length=1, max_length=MAX_BATCH_QUERIES, description="1 to 256 questions or topics."),
+        AfterValidator(check_queries),
+    ]
+
+
+class ForgetRequest(Request):
+    ids: Annotated[list[EventId], Field(min_length=1, max_length=MAX_FORGET_IDS)] | None = Field(
+        default=None, description="The events to delete."
+    )
+    session: SessionId | None = Field(default=None, description="Delete every event of this session.")
+    namespace: Namespace = "default"
+    confirm: bool = Field(default=False, description="Must be true, or nothing is deleted.")
+
+    @model_validator(mode="after")
+    def _one_target_and_confirmed(self) -> ForgetRequest:
+        if not self.confirm:
+            raise ValueError("forget deletes memories for good; call it again with confirm=true.")
+        if (self.ids is None) == (self.session is None):
+            raise ValueError("pass either ids (a list of event ids) or session, not both and not neither.")
+        return self
+
+
+class PredictNextRequest(Request):
+    session: SessionId | None = Field(
+        default=None, description="Whose latest episodes form the context (default: the most recent session)."
+    )
+    after_event_id: EventId | None = Field(default=None, description="Predict what follows this episode.")
+    k: K = Field(default=5, description="How many episodes (1-100).")
+    namespace: Namespace = "default"
+
+
+class HealthRequest(Request):
+    namespace: Namespace = "default"
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def parse(model: type[R], arguments: dict[str, Any], max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> R:
+    """Check `arguments` against `model`; on failure raise InvalidInput with one sentence per problem."""
+    try:
+        return model.model_validate(arguments, context={"max_text_chars": max_text_chars})
+    except ValidationError as exc:
+        problems = list(dict.fromkeys(explain(error, model) for error in exc.errors()))
+        raise InvalidInput(" ".join(problems[:3])) from None
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "float_type": "a number",
+    "dict_type": "a JSON object",
+    "model_type": "a JSON object",
+    "list_type": "a list of strings",
+}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            out += " key"
+        elif isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "arguments"
+
+
+def _bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
+    field = model.model_fields.get(name)
+    low = high = None
+    for item in getattr(field, "metadata", []):
+        low = getattr(item, "ge", low)
+        high = getattr(item, "le", high)
+    return low, high
+
+
+def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
+    """One sentence for one validation error: what is wrong and what is allowed."""
+    kind, loc, given = error["type"], tuple(error["loc"]), error.get("input")
+    where = _where(loc)
+    if kind == "value_error":
+        return str((error.get("ctx") or {}).get("error", error["msg"]))
+    if kind == "missing":
+        return f"{where} is required."
+    if kind in _EXPECTED:
+        if loc and loc[-1] == "[key]":
+            return f"{_where(loc[:-2])} keys must be strings."
+        return f"{where} must be {_EXPECTED[kind]}; got {_json_type(given)}."
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        low, high = _bounds(model, str(loc[0]))
+        if low is not None and high is not None:
+            return f"{where} must be between {low} and {high}; got {given}."
+        return f"{where} {error['msg'].lower().removeprefix('input ')}; got {given}."
+    if kind in ("too_short", "too_long"):
+        ctx = error.get("ctx") or {}
+        size = len(given) if isinstance(given, list | str | dict) else ctx.get("actual_length")
+        low, high = ctx.get("min_length"), ctx.get("max_length")
+        if where == "queries":
+            return f"queries must hold 1 to {MAX_BATCH_QUERIES} strings; got {size}."
+        if kind == "too_short":
+            return f"{where} must hold at least {low} item(s); got {size}."
+        return f"{where} may hold at most {high} items; got {size}."
+    return f"{where}: {error['msg']}."
+
+
+def tool_schema(model: type[BaseModel], max_text_chars: int) -> dict[str, Any]:
+    """The JSON schema of a request as `tools/list` shows it, text limits set to EMX_MAX_TEXT_CHARS."""
+    schema = model.model_json_schema()
+
+    def fill(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.pop(_TEXT_LIMIT_MARK, False):
+                node["maxLength"] = max_text_chars
+            for value in node.values():
+                fill(value)
+        elif isinstance(node, list):
+            for value in node:
+                fill(value)
+
+    fill(schema)
+    return schema
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+class StoredEvent(BaseModel):
+    id: str = Field(description="Stable event id.")
+    text: str
+    session: str = Field(description="Session id; pass it to later `remember` calls of the same task.")
+    position: int = Field(description="0-based place of the event in its session.")
+    timestamp: str = Field(description="ISO 8601, UTC.")
+    sentences: int = Field(description="Sentences in this episode.")
+    surprise: float | None = Field(
+        description="How surprising the episode's first sentence was after the previous one (the boundary "
+        "score, 0 to 2); null for the first episode of a call."
+    )
+
+
+class RememberResult(BaseModel):
+    events: list[StoredEvent] = Field(description="One item per episode, in order.")
+
+
+class RecalledEvent(BaseModel):
+    id: str
+    text: str
+    score: float = Field(description="Cosine similarity to the query, from -1 to 1; higher is closer.")
+    session: str
+    position: int
+    timestamp: str
+    metadata: dict[str, Any]
+    via: Literal["similarity", "contiguity", "prediction"] = Field(
+        description=(
+            "'similarity': matched the query; 'contiguity': a temporal neighbour of a match; "
+            "'prediction': close to the predicted next episode (predict_next)."
+        )
+    )
+    neighbour_of: str | None = Field(
+        default=None, description="For 'contiguity' results: the id of the matched episode it neighbours."
+    )
+
+
+class RecallResult(BaseModel):
+    results: list[RecalledEvent]
+
+
+class RecallBatchResult(BaseModel):
+    results: list[list[RecalledEvent]] = Field(description="One list per query, in the order of the queries.")
+
+
+class PredictorInfo(BaseModel):
+    trained_at: str
+    context: int = Field(description="Episodes of context the model reads.")
+    method: str = Field(description="What validation chose: lvm, blend, analog or copy_last.")
+    blend_weight: float | None
+    metrics: dict[str, dict[str, float]] = Field(
+        description="Validation Hit@1/5/10 and MRR against the whole memory, per method (and in-batch Hit@5)."
+    )
+
+
+class PredictNextResult(BaseModel):
+    method: Literal["lvm", "blend", "analog", "copy_last"] = Field(
+        description="How the next episode was predicted: the trained model, its blend with copy-last, "
+        "'analog' (what followed the most similar past episode) or 'copy_last' (episodes like the latest)."
+    )
+    predictions: list[RecalledEvent]
+    model: PredictorInfo | None = Field(
+        description="The trained predictor's validation figures; null if none."
+    )
+
+
+class ForgetResult(BaseModel):
+    removed: int = Field(description="How many events were deleted.")
+    ids: list[str] = Field(description="The ids of the deleted events.")
+
+
+class ListSizes(BaseModel):
+    min: int
+    mean: float
+    max: int
+
+
+class TrainingInfo(BaseModel):
+    source: str = Field(description="Always 'stored vectors': IVF never trains on synthetic data.")
+    size: int = Field(description="Vectors k-means was trained on (up to 256 per list).")
+    seconds: float
+    trained_at: str | None
+    vectors_at_training: int
+    trainings: int
+
+
+class Capacity(BaseModel):
+    events: int
+    max_events: int
+    used: float = Field(description="events / max_events; health warns from 0.8.")
+
+
+class DiskUse(BaseModel):
+    event_log: int
+    index_snapshot: int
+
+
+class HealthReport(BaseModel):
+    namespace: str
+    status: Literal["ok", "warning", "degraded"]
+    reasons: list[str]
+    kind: Literal["flat", "ivf"] = Field(
+        description="'flat' is exact search; 'ivf' once the namespace is large."
+    )
+    index_type: str
+    vectors: int
+    buffered: int = Field(description="Vectors in the exact training buffer (all of them until IVF trains).")
+    events_in_log: int
+    train_at: int
+    nlist: int
+    nprobe: int
+    list_sizes: ListSizes | None
+    imbalance: float = Field(description="FAISS imbalance factor of the inverted lists; 1 is perfectly even.")
+    measured_recall_at_10: float | None = Field(
+        description="Recall@10 against exact search, measured on stored vectors; 1.0 while flat."
+    )
+    recall_measured_at: str | None
+    recall_probes: int
+    target_recall: float
+    tuned_for_recall: float | None = Field(
+        description="Recall nprobe was tuned for: the target plus two standard errors of its measurement."
+    )
+    training: TrainingInfo | None
+    last_training_error: str | None
+    retraining: bool
+    batch_kernels: str = Field(
+        description="Compiled list-by-list search for batches of 32+ queries on a trained IVF-Flat "
+        "index: 'ready', 'loading', 'not loaded' (loads on the first such batch), 'off' "
+        "(EMX_INDEX_BATCH_KERNELS=false or ivf_sq8) or 'unavailable: <why>' (FAISS answers, slower)."
+    )
+    bytes_in_memory: int
+    bytes_on_disk: DiskUse
+    capacity: Capacity
+    integrity: str = Field(
+        description="SQLite quick_check of the event log, run in the background at start: 'ok', "
+        "'checking', or 'failed: <problems>'."
+    )
+
+
+def namespace(value: object) -> str:
+    """A namespace given outside a tool call (a command-line option), checked as the tools check it."""
+    return parse(HealthRequest, {"namespace": value}).namespace

@@ -1,0 +1,260 @@
+"""The embedded store: the SQLite event log (the truth) and the FAISS replica derived from it.
+
+This is the storage the service talks to: append and insert events, search them by vector with
+filters, read neighbours and contexts, forget, export, and report counts and index statistics.
+Every read catches the replica up with the log first, so events written by another process
+sharing the data directory are seen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import structlog
+
+from emx_mcp.config import Settings
+from emx_mcp.embedding import Vectors
+from emx_mcp.errors import StoreMismatch
+from emx_mcp.storage.events import Event, EventLog, Filters, NewEvent
+from emx_mcp.storage.index import Ids, Scores, VectorIndex
+from emx_mcp.storage.replica import Replica
+from emx_mcp.storage.store import Match, StoreStats
+
+log = structlog.get_logger(__name__)
+
+# Filters matching at most this many events are scored exactly from the log's embeddings.
+EXACT_FILTER_LIMIT = 20_000
+
+
+class EmbeddedStore:
+    """SQLite + FAISS under one data directory. Open before use; safe to share between threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.policy = settings.training_policy()
+        self._log: EventLog | None = None
+        self._replica: Replica | None = None
+        self.dim = 0
+        # SQLite quick_check of the event log, run in the background after each open.
+        self.integrity = "not checked"
+        self._integrity_thread = threading.Thread()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def open(self, model_id: str, dim_of: Callable[[], int]) -> None:
+        """Open the log, bind it to the embedding model, load or rebuild the indexes.
+
+        `dim_of` gives the model's dimension; it is called only for a new store, so opening an
+        existing one does not load the model.
+        """
+        event_log = EventLog(self.settings.db_path)
+        try:
+            self.dim = self._bind_model(event_log, model_id, dim_of)
+            replica = Replica(self.settings.index_dir, self.policy, self.dim, self.settings.snapshot_every)
+            replica.load(event_log)
+        except BaseException:
+            event_log.close()
+            raise
+        self._log, self._replica = event_log, replica
+        log.info("store opened", data_dir=str(self.settings.data_dir), events=len(replica), dim=self.dim)
+        self.integrity = "checking"
+        self._integrity_thread = threading.Thread(
+            target=self._check_integrity, args=(event_log,), name="emx-integrity", daemon=True
+        )
+        self._integrity_thread.start()
+
+    def _bind_model(self, event_log: EventLog, model_id: str, dim_of: Callable[[], int]) -> int:
+        bound = event_log.bound_model()
+        if bound is None:
+            dim = dim_of()
+            event_log.bind_model(model_id, dim)
+            return dim
+        bound_id, dim = bound
+        if bound_id != model_id:
+            raise StoreMismatch(
+                f"{self.settings.db_path} holds embeddings from model {bound_id!r}, but the server is "
+                f"configured with {model_id!r}. Vectors from different models are not "
+                "comparable: set EMX_MODEL back, or use another EMX_DATA_DIR."
+            )
+        return dim
+
+    def _check_integrity(self, event_log: EventLog) -> None:
+        """quick_check the log without holding up the handshake or any tool call."""
+        try:
+            problems = event_log.check_integrity()
+        except Exception as exc:  # the check itself failing is reported, not raised
+            problems = [f"{type(exc).__name__}: {exc}"]
+        self.integrity = "ok" if not problems else "failed: " + "; ".join(problems[:5])
+        if problems:
+            log.error("event log integrity check failed", path=str(event_log.path), problems=problems[:5])
+
+    def wait_for_integrity_check(self, timeout: float | None = None) -> str:
+        self._integrity_thread.join(timeout)
+        return self.integrity
+
+    def close(self) -> None:
+        """Write final snapshots and close the log.
+
+        A training still running is not waited for: the live index is consistent on its own,
+        and the next start trains again when due.
+        """
+        if self._log is None or self._replica is None:
+            return
+        self._replica.close()
+        self._log.close()
+        self._log = self._replica = None
+
+    @property
+    def log(self) -> EventLog:
+        """The event log (open stores only)."""
+        assert self._log is not None, "the store is not open"
+        return self._log
+
+    @property
+    def replica(self) -> Replica:
+        assert self._replica is not None, "the store is not open"
+        return self._replica
+
+    def index(self, namespace: str) -> VectorIndex | None:
+        """The namespace's vector index, if it has one yet."""
+        return self.replica.index(namespace)
+
+    def catch_up(self) -> None:
+        self.replica.catch_up(self.log)
+
+    def __len__(self) -> int:
+        return len(self.replica)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def append(
+        self, namespace: str, session: str, items: Sequence[NewEvent], vectors: Vectors
+    ) -> list[Event]:
+        """Store `items` at the end of `session` in one transaction; searchable when this returns."""
+        events = self.log.append(namespace, session, items, vectors, max_events=self.settings.max_events)
+        self.catch_up()
+        return events
+
+    def insert(self, events: Sequence[Event], vectors: Vectors) -> list[Event]:
+        """Store events that keep their ids and places (an import) in one transaction."""
+        stored = self.log.insert(events, vectors, max_events=self.settings.max_events)
+        self.catch_up()
+        return stored
+
+    def forget(self, namespace: str, ids: Sequence[str] | None, session: str | None) -> list[str]:
+        removed = self.log.forget(namespace, ids, session)
+        self.catch_up()
+        return removed
+
+    def snapshot(self, every_namespace: bool = False) -> None:
+        """Write index snapshots now: of the namespaces that changed (or of all)."""
+        self.replica.snapshot(every_namespace)
+
+    def wait_for_snapshots(self, timeout: float | None = None) -> None:
+        self.replica.wait_for_snapshots(timeout)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def search(self, namespace: str, queries: Vectors, k: int, filters: Filters) -> list[list[Match]]:
+        """The k events of `namespace` passing `filters` most similar to each query (m, dim), best first."""
+        self.catch_up()
+        index = self.index(namespace)
+        if index is None or len(index) == 0:
+            return [[] for _ in queries]
+        if filters.any:
+            scores, ids = self._filtered_search(index, queries, k, self.log.matching_seqs(namespace, filters))
+        else:
+            scores, ids = index.search(queries, k)
+        found = self.log.by_seqs([int(i) for i in ids.ravel() if i >= 0])
+        return [
+            [Match(found[int(i)], float(s)) for s, i in zip(row_s, row_i, strict=True) if int(i) in found]
+            for row_s, row_i in zip(scores, ids, strict=True)
+        ]
+
+    def _filtered_search(
+        self, index: VectorIndex, queries: Vectors, k: int, allowed: Ids
+    ) -> tuple[Scores, Ids]:
+        """Search among `allowed` seqs only.
+
+        A small candidate set is scored exactly from the stored embeddings: an IVF index probes
+        only the lists its nprobe was tuned for, which may hold none of a small set's vectors.
+        """
+        if len(allowed) > EXACT_FILTER_LIMIT:
+            return index.search(queries, k, allowed)
+        seqs, vectors = self.log.vectors_of(allowed, self.dim)
+        m = len(queries)
+        out_scores = np.full((m, k), -np.inf, dtype=np.float32)
+        out_ids = np.full((m, k), -1, dtype=np.int64)
+        if len(seqs):
+            sims = queries @ vectors.T  # (m, candidates)
+            top = min(k, len(seqs))
+            order = np.argsort(-sims, axis=1, kind="stable")[:, :top]
+            out_scores[:, :top] = np.take_along_axis(sims, order, axis=1)
+            out_ids[:, :top] = seqs[order]
+        return out_scores, out_ids
+
+    def neighbours(
+        self, namespace: str, anchors: Sequence[tuple[str, int]], reach: int, filters: Filters
+    ) -> list[Event]:
+        """Events passing `filters` within `reach` positions of each (session, position) anchor."""
+        return self.log.neighbours(namespace, anchors, reach, filters)
+
+    def event(self, namespace: str, event_id: str) -> Event | None:
+        """The event with this id, if it is one of `namespace`'s."""
+        event = self.log.by_id(event_id)
+        return event if event is not None and event.namespace == namespace else None
+
+    def latest_session(self, namespace: str) -> str | None:
+        return self.log.latest_session(namespace)
+
+    def context(
+        self, namespace: str, session: str, up_to_position: int | None, limit: int
+    ) -> tuple[Ids, Vectors]:
+        """The last `limit` episodes of a session (up to a position), oldest first: (seqs, vectors)."""
+        return self.log.context(namespace, session, up_to_position, limit, self.dim)
+
+    def next_vector(self, namespace: str, event: Event) -> Vectors | None:
+        """The vector of the episode after `event` in its session, if there is one."""
+        following = self.log.neighbours(namespace, [(event.session, event.position + 1)], 0, Filters())
+        if not following:
+            return None
+        _, vectors = self.log.vectors_of(np.array([following[0].seq]), self.dim)
+        return vectors[0] if len(vectors) else None
+
+    def sessions(self, namespace: str) -> list[tuple[str, Ids, Vectors]]:
+        """Every session of `namespace` as (name, seqs, vectors (L, dim)) in position order."""
+        return self.log.sessions(namespace, self.dim)
+
+    def export_batches(self, namespace: str | None) -> Iterator[tuple[list[Event], Vectors]]:
+        return self.log.export_batches(namespace, self.dim)
+
+    def holders(
+        self, ids: Sequence[str], places: Sequence[tuple[str, str, int]]
+    ) -> tuple[set[str], dict[tuple[str, str, int], str]]:
+        return self.log.holders(ids, places)
+
+    def count(self, namespace: str | None = None) -> int:
+        return self.log.count(namespace)
+
+    def total(self) -> int:
+        return self.log.total()
+
+    def namespaces(self) -> list[str]:
+        return self.log.namespaces()
+
+    def stats(self, namespace: str) -> StoreStats:
+        self.catch_up()
+        index = self.index(namespace) or VectorIndex(self.dim, self.policy)
+        snapshot = self.replica.path(namespace)
+        return StoreStats(
+            namespace=namespace,
+            index=index.stats(),
+            events_in_log=self.log.count(namespace),
+            events_in_store=self.log.total(),
+            event_log_bytes=self.log.size_bytes(),
+            snapshot_bytes=snapshot.stat().st_size if snapshot.exists() else 0,
+            integrity=self.integrity,
+            snapshot_error=self.replica.snapshot_error,
+        )

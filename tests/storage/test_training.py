@@ -1,0 +1,178 @@
+"""Training: a lossless buffer, measured recall and nprobe, retraining, refused swaps (DESIGN 2-5)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from emx_mcp.storage import training
+from emx_mcp.storage.index import VectorIndex
+from emx_mcp.storage.policy import TrainingPolicy, nlist_for
+from emx_mcp.storage.training import exact_neighbours, recall_at
+from tests.storage.vectors import clustered
+
+
+def test_buffered_vectors_survive_training() -> None:
+    """Acceptance: train at 1,000; 1,200 vectors in 12 batches of 100 are all their own top-1."""
+    vectors = clustered(1200, 32)
+    ids = np.arange(10_000, 11_200, dtype=np.int64)
+    index = VectorIndex(32, TrainingPolicy(train_at=1000))
+    for batch in range(12):
+        rows = slice(batch * 100, (batch + 1) * 100)
+        index.add(ids[rows], vectors[rows])
+        # Searchable at once, before, during and after training.
+        _, found = index.search(vectors[: (batch + 1) * 100], 1)
+        assert (found[:, 0] == ids[: (batch + 1) * 100]).all()
+        if batch < 9:
+            assert not index.stats().trained and index.stats().buffered == (batch + 1) * 100
+    assert index.wait_idle(60)
+    stats = index.stats()
+    assert stats.trained and stats.vectors == 1200
+    # Batches added after the training finished wait in the exact delta until DELTA_MAX of them.
+    assert stats.buffered in (0, 100, 200)
+    assert stats.list_sizes is not None and stats.buffered + int(stats.list_sizes.sum()) == 1200
+    assert stats.nlist == nlist_for(stats.state.n_at_training)
+    assert stats.state.training_size <= 256 * stats.nlist
+    recall = stats.state.measured_recall_at_10
+    assert recall is not None and recall >= TrainingPolicy().calibration_target(stats.state.recall_probes)
+    _, found = index.search(vectors, 1)
+    assert (found[:, 0] == ids).all()
+
+
+def test_training_adds_every_buffered_vector_exactly_once() -> None:
+    vectors = clustered(3000, 16, seed=3)
+    index = VectorIndex(16, TrainingPolicy(train_at=2000))
+    index.add(np.arange(3000), vectors)
+    assert index.wait_idle(60)
+    assert index.trained
+    ids = index.ids()
+    assert sorted(ids.tolist()) == list(range(3000))
+
+
+def test_nprobe_is_the_smallest_reaching_the_target() -> None:
+    vectors = clustered(6000, 24, seed=5)
+    policy = TrainingPolicy(train_at=5000, target_recall=0.9)
+    index = VectorIndex(24, policy)
+    index.add(np.arange(6000), vectors)
+    index.wait_idle(60)
+    stats = index.stats()
+    target = policy.calibration_target(stats.state.recall_probes)
+    recall = stats.state.measured_recall_at_10
+    assert recall is not None and recall >= target > 0.9
+    nprobe = stats.nprobe
+    assert nprobe > 1, "this data set should need more than one list probed"
+    probe_ids, probes = index.probes()
+    assert len(probe_ids) == stats.state.recall_probes
+    truth = exact_neighbours(vectors, np.arange(6000), probes, 11)
+    _, found = index.search(probes, 11, nprobe=nprobe)
+    assert recall_at(truth, found, probe_ids) == pytest.approx(recall, abs=2e-3)
+    _, found = index.search(probes, 11, nprobe=nprobe - 1)
+    assert recall_at(truth, found, probe_ids) < target
+
+
+def test_recall_measure_leaves_out_the_probe_itself() -> None:
+    truth = np.array([[7, 1, 2, 3]])
+    assert recall_at(truth, np.array([[7, 1, 2, 9]]), np.array([7]), k=3) == pytest.approx(2 / 3)
+    assert recall_at(truth, np.array([[1, 2, 3, 7]]), np.array([7]), k=3) == 1.0
+
+
+def test_retrains_when_the_store_doubles() -> None:
+    vectors = clustered(5000, 16, seed=7)
+    index = VectorIndex(16, TrainingPolicy(train_at=1000))
+    index.add(np.arange(1200), vectors[:1200])
+    index.wait_idle(60)
+    first = index.stats()
+    assert first.state.trainings == 1
+    for start in range(1200, 5000, 200):
+        index.add(np.arange(start, start + 200), vectors[start : start + 200])
+        index.wait_idle(60)
+    after = index.stats()
+    assert after.state.trainings >= 2
+    assert after.nlist > first.nlist
+    assert after.vectors == 5000
+    _, found = index.search(vectors, 1)
+    assert (found[:, 0] == np.arange(5000)).mean() > 0.99
+
+
+def test_reads_and_writes_continue_during_retraining() -> None:
+    """Acceptance: adds, removes and searches from several threads while a retrain runs."""
+    dim = 32
+    vectors = clustered(24_000, dim, seed=11)
+    index = VectorIndex(dim, TrainingPolicy(train_at=4000))
+    index.add(np.arange(4000), vectors[:4000])
+    index.wait_idle(60)
+    removed = set(range(0, 400, 4))
+    errors: list[BaseException] = []
+    saw_retraining = threading.Event()
+
+    def writer(worker: int) -> None:
+        try:
+            for start in range(4000 + worker * 100, 24_000, 400):
+                index.add(np.arange(start, start + 100), vectors[start : start + 100])
+                saw_retraining.set() if index.retraining else None
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            for i in range(300):
+                _, found = index.search(vectors[i % 4000 : i % 4000 + 1], 5)
+                assert found[0, 0] >= 0
+        except BaseException as exc:
+            errors.append(exc)
+
+    def remover() -> None:
+        try:
+            for seq in sorted(removed):
+                assert index.remove(np.array([seq])) == 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    threads += [threading.Thread(target=reader) for _ in range(2)] + [threading.Thread(target=remover)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert index.wait_idle(120)
+    assert not errors, errors
+    assert saw_retraining.is_set(), "no retraining overlapped the writes"
+    ids = index.ids()
+    expected = set(range(24_000)) - removed
+    assert len(ids) == len(set(ids.tolist())), "an id is present twice"
+    assert set(ids.tolist()) == expected
+    assert index.state.trainings >= 2
+
+
+def test_swap_is_refused_when_counts_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    vectors = clustered(1500, 16)
+    index = VectorIndex(16, TrainingPolicy(train_at=1000))
+    index.add(np.arange(900), vectors[:900])
+    original = training.stored_vectors
+
+    def lossy(live, delta, dim):  # type: ignore[no-untyped-def]
+        ids, vecs = original(live, delta, dim)
+        return ids[:-1], vecs[:-1]  # as if one buffered vector were dropped
+
+    monkeypatch.setattr(training, "stored_vectors", lossy)
+    index.add(np.arange(900, 1500), vectors[900:])
+    index.wait_idle(60)
+    stats = index.stats()
+    assert not stats.trained and stats.vectors == 1500
+    assert "refused swap" in (stats.state.last_training_error or "")
+    _, found = index.search(vectors, 1)
+    assert (found[:, 0] == np.arange(1500)).all()
+
+
+def test_sq8_is_smaller_and_reports_its_recall() -> None:
+    vectors = clustered(4000, 64, seed=2)
+    flat = VectorIndex(64, TrainingPolicy(train_at=3000))
+    sq8 = VectorIndex(64, TrainingPolicy(train_at=3000, kind="ivf_sq8"))
+    for index in (flat, sq8):
+        index.add(np.arange(4000), vectors)
+        index.wait_idle(60)
+    assert sq8.stats().index_type == "ivf_sq8"
+    assert sq8.memory_bytes() < 0.5 * flat.memory_bytes()
+    assert 0.0 < sq8.state.measured_recall_at_10 <= 1.0
