@@ -124,7 +124,7 @@ def import_(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"read {report.lines:,} lines: imported {report.imported:,}, already present "
         f"{report.already_present:,}, embedded again {report.reembedded:,}, skipped as malformed "
-        f"{report.skipped:,}"
+        f"{report.skipped:,}, forgotten here since and not restored {report.forgotten:,}"
     )
     return 0
 

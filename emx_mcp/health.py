@@ -47,7 +47,11 @@ def index_matches_log(stats: StoreStats, limits: Limits) -> Finding | None:
 
 def last_training_succeeded(stats: StoreStats, limits: Limits) -> Finding | None:
     error = stats.index.state.last_training_error
-    return None if not error else Finding("degraded", f"last training failed: {error}")
+    if not error:
+        return None
+    retry = stats.index.training_retry_in
+    after = "" if retry is None else f"; the next attempt in {retry:.0f} s at the earliest"
+    return Finding("degraded", f"last training failed: {error}{after}")
 
 
 def capacity_left(stats: StoreStats, limits: Limits) -> Finding | None:
@@ -89,6 +93,10 @@ def snapshot_written(stats: StoreStats, limits: Limits) -> Finding | None:
 
 
 def retraining_in_progress(stats: StoreStats, limits: Limits) -> Finding | None:
+    if stats.index.training_queued:
+        return Finding(
+            "note", "a training waits for another namespace's to finish; reads and writes continue"
+        )
     if not stats.index.retraining:
         return None
     return Finding("note", "a retraining is in progress; reads and writes continue")
@@ -154,6 +162,7 @@ def report(stats: StoreStats, limits: Limits) -> HealthReport:
         ),
         last_training_error=state.last_training_error,
         retraining=index.retraining,
+        trainings_queued=stats.trainings_queued,
         batch_kernels=index.batch_kernels,
         bytes_in_memory=index.bytes_in_memory,
         bytes_on_disk=DiskUse(event_log=stats.event_log_bytes, index_snapshot=stats.snapshot_bytes),

@@ -124,16 +124,31 @@ def now() -> str:
     return format_timestamp(datetime.now(UTC))
 
 
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def parse_timestamp(value: str, info: ValidationInfo) -> str:
-    """Parse ISO 8601 and return it in UTC as 'YYYY-MM-DDTHH:MM:SS.ffffffZ'. No zone means UTC."""
+    """Parse ISO 8601 and return it in UTC as 'YYYY-MM-DDTHH:MM:SS.ffffffZ'. No zone means UTC.
+
+    A bare date given as `until` means the end of that day, so that "until 2026-11-21" includes
+    the whole day; anywhere else it means the day's start.
+    """
     what = info.field_name or "timestamp"
+    text = value.strip()
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{what} {value[:80]!r} is not ISO 8601; use e.g. '2026-11-21T13:45:00Z'.") from None
+    if what == "until" and _DATE_ONLY.fullmatch(text):
+        parsed = parsed.replace(hour=23, minute=59, second=59, microsecond=999_999)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return format_timestamp(parsed)
+    try:
+        return format_timestamp(parsed)
+    except OverflowError:
+        raise ValueError(
+            f"{what} {value[:80]!r} is out of range: in UTC it must fall between 0001-01-01 and 9999-12-31."
+        ) from None
 
 
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +224,11 @@ class RememberRequest(Request):
         "stored in UTC, no zone means UTC.",
     )
     namespace: Namespace = "default"
+    idempotency_key: EventId | None = Field(
+        default=None,
+        description="Any unique string (1-128 printable characters) for this call: a retry with the same "
+        "key and arguments stores nothing new and returns the first call's episodes.",
+    )
 
 
 class RecallOptions(Request):
@@ -231,12 +251,27 @@ class RecallRequest(RecallOptions):
     query: Text = Field(description="A question or topic.")
 
 
+# recall_batch refuses calls that could return more items than this (queries x k x neighbours).
+MAX_BATCH_ITEMS = 10_000
+
+
 class RecallBatchRequest(RecallOptions):
     queries: Annotated[
         list[Annotated[str, Field(json_schema_extra={"minLength": 1, _TEXT_LIMIT_MARK: True})]],
         Field(min_length=1, max_length=MAX_BATCH_QUERIES, description="1 to 256 questions or topics."),
         AfterValidator(check_queries),
     ]
+
+    @model_validator(mode="after")
+    def _bounded_answer(self) -> RecallBatchRequest:
+        most = len(self.queries) * self.k * (1 + 2 * self.contiguity)
+        if most > MAX_BATCH_ITEMS:
+            raise ValueError(
+                f"recall_batch could return {most:,} items ({len(self.queries)} queries x k {self.k} x "
+                f"{1 + 2 * self.contiguity} with neighbours); the limit is {MAX_BATCH_ITEMS:,}. Lower k or "
+                "contiguity, or split the queries over several calls."
+            )
+        return self
 
 
 class ForgetRequest(Request):
@@ -506,6 +541,9 @@ class HealthReport(BaseModel):
     training: TrainingInfo | None
     last_training_error: str | None
     retraining: bool
+    trainings_queued: int = Field(
+        description="Trainings (of any namespace) waiting for their turn: one builds at a time per process."
+    )
     batch_kernels: str = Field(
         description="Compiled list-by-list search for batches of 32+ queries on a trained IVF-Flat "
         "index: 'ready', 'loading', 'not loaded' (loads on the first such batch), 'off' "

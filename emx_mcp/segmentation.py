@@ -7,8 +7,9 @@ log-probabilities, so surprise here is measured in embedding space: one minus th
 a sentence and what the recent context predicts (the normalised mean of the previous sentences).
 
 Everything is vectorised: surprise from cumulative sums, thresholds from sliding windows, and
-refinement from 2-D prefix sums of the similarity matrix, so each candidate split position is
-scored in O(1) and a 128-sentence text is refined in well under a millisecond per boundary.
+refinement from 2-D prefix sums of the similarity matrix of the two episodes around a boundary,
+so each candidate split position is scored in O(1), and time and memory grow linearly with the
+text (a similarity matrix is never larger than two episodes).
 """
 
 from __future__ import annotations
@@ -71,11 +72,19 @@ def surprise(vectors: Vectors, context: int) -> Floats:
     return out
 
 
+# A sentence this close to its context (1 - cosine) never opens an episode, however quiet the
+# window around it: text that repeats itself has surprise near zero, and its float noise must not
+# read as topic shifts.
+MIN_SURPRISE = 0.05
+# Modularity gains this small are noise: a split of near-identical sentences gains nothing.
+MIN_GAIN = 1e-6
+
+
 def surprise_boundaries(scores: Floats, gamma: float, window: int) -> npt.NDArray[np.int64]:
     """Sentences whose surprise exceeds mean + gamma * std of the (up to) `window` scores before them.
 
     The first sentence's score (0 by construction) is left out of the statistics, and a sentence
-    is judged only once at least two scores precede it.
+    is judged only once at least two scores precede it. A surprise below MIN_SURPRISE never counts.
     """
     n = len(scores)
     if n < 4:
@@ -87,7 +96,8 @@ def surprise_boundaries(scores: Floats, gamma: float, window: int) -> npt.NDArra
     count = i - lo
     mean = (sums[i] - sums[lo]) / count
     std = np.sqrt(np.maximum((squares[i] - squares[lo]) / count - mean * mean, 0.0))
-    chosen: npt.NDArray[np.int64] = i[scores[i] > mean + gamma * std].astype(np.int64)
+    passed = (scores[i] > mean + gamma * std) & (scores[i] > MIN_SURPRISE)
+    chosen: npt.NDArray[np.int64] = i[passed].astype(np.int64)
     return chosen
 
 
@@ -120,81 +130,86 @@ def best_split(prefix: Floats, start: int, stop: int, lo: int, hi: int, metric: 
 
 
 def similarity_prefix(vectors: Vectors) -> Floats:
-    """2-D prefix sums of the sentence-similarity graph (cosine, negatives clipped, no self-loops)."""
+    """2-D prefix sums of the sentence-similarity graph (cosine, negatives clipped, no self-loops).
+
+    Quadratic in the number of rows: callers pass a window of at most twice the largest episode.
+    """
     sims = np.clip(vectors.astype(np.float64) @ vectors.T.astype(np.float64), 0.0, None)
     np.fill_diagonal(sims, 0.0)
     return _prefix(sims)
 
 
 def refine(
-    vectors: Vectors,
-    bounds: list[int],
-    min_size: int,
-    max_size: int,
-    metric: Refinement,
-    prefix: Floats | None = None,
+    vectors: Vectors, bounds: list[int], min_size: int, max_size: int, metric: Refinement
 ) -> list[int]:
     """Move each boundary within its neighbours' span to the best-separating position (Algorithm 1).
 
     A boundary moves only where both episodes it separates keep between min_size and max_size
-    sentences.
+    sentences. Each move looks only at the two episodes around it, so memory stays linear in
+    the text.
     """
     if metric == "none" or not bounds:
         return bounds
-    prefix = similarity_prefix(vectors) if prefix is None else prefix
     edges = [0, *bounds, len(vectors)]
     for j in range(1, len(edges) - 1):
         start, stop = edges[j - 1], edges[j + 1]
         lo, hi = max(start + min_size, stop - max_size), min(stop - min_size, start + max_size)
         if lo <= hi:
-            edges[j] = best_split(prefix, start, stop, lo, hi, metric)
+            prefix = similarity_prefix(vectors[start:stop])
+            edges[j] = start + best_split(prefix, 0, stop - start, lo - start, hi - start, metric)
     return edges[1:-1]
 
 
-def split_gains(prefix: Floats, edges: npt.NDArray[np.int64]) -> Floats:
-    """Modularity of splitting [edges[j-1], edges[j+1]) at edges[j], for every inner edge j."""
-    a, b, c = edges[:-2], edges[1:-1], edges[2:]
-    total = _block(prefix, a, c, a, c)
-    k1 = _block(prefix, a, b, a, c)
+def split_gain(vectors: Vectors, a: int, b: int, c: int) -> float:
+    """Modularity of splitting sentences [a, c) at b, on their own similarity graph."""
+    prefix = similarity_prefix(vectors[a:c])
+    total = _block(prefix, 0, c - a, 0, c - a)
+    if total <= 0:
+        return 0.0
+    k1 = _block(prefix, 0, b - a, 0, c - a)
     k2 = total - k1
-    inner = _block(prefix, a, b, a, b) + _block(prefix, b, c, b, c)
-    safe = np.where(total > 0, total, 1.0)
-    gains: Floats = np.where(total > 0, (inner - (k1 * k1 + k2 * k2) / safe) / safe, 0.0)
-    return gains
+    inner = _block(prefix, 0, b - a, 0, b - a) + _block(prefix, b - a, c - a, b - a, c - a)
+    return float((inner - (k1 * k1 + k2 * k2) / total) / total)
 
 
-def prune(prefix: Floats, n: int, bounds: list[int], ratio: float) -> list[int]:
+def prune(vectors: Vectors, bounds: list[int], ratio: float, max_size: int) -> list[int]:
     """Drop, weakest first, boundaries whose split gain is not positive or below ratio * median gain.
 
     The median makes the bar relative to the text: topics in one text may be far apart or close,
-    and a spurious boundary is weak compared with the real ones of the same text.
+    and a spurious boundary is weak compared with the real ones of the same text. A boundary is
+    dropped only where the merged episode stays within `max_size`, so every gain is measured on
+    a window of at most twice that: memory stays linear in the text.
     """
-    edges = np.array([0, *bounds, n], dtype=np.int64)
-    while len(edges) > 2:
-        gains = split_gains(prefix, edges)
-        weakest = int(np.argmin(gains))
+    edges = [0, *bounds, len(vectors)]
+    gains = [split_gain(vectors, edges[j - 1], edges[j], edges[j + 1]) for j in range(1, len(edges) - 1)]
+    while gains:
         bar = ratio * float(np.median(gains)) if len(gains) >= 2 else 0.0
-        if gains[weakest] > max(bar, 0.0):
+        mergeable = [j for j in range(len(gains)) if edges[j + 2] - edges[j] <= max_size]
+        if not mergeable:
             break
-        edges = np.delete(edges, weakest + 1)
-    return [int(e) for e in edges[1:-1]]
+        weakest = min(mergeable, key=lambda j: gains[j])
+        if gains[weakest] > max(bar, MIN_GAIN):
+            break
+        del edges[weakest + 1], gains[weakest]
+        for j in (weakest - 1, weakest):  # the two boundaries around the merged episode
+            if 0 <= j < len(gains):
+                gains[j] = split_gain(vectors, edges[j], edges[j + 1], edges[j + 2])
+    return edges[1:-1]
 
 
 def segment(vectors: Vectors, config: SegmentationConfig) -> list[Segment]:
-    """Episodes of a text whose sentences have the unit vectors (n, d), in order."""
+    """Episodes of a text whose sentences have the unit vectors (n, d), in order.
+
+    Time and memory grow linearly with the number of sentences.
+    """
     n = len(vectors)
     if n == 0:
         return []
     scores = surprise(vectors, config.context)
     bounds = _enforce_sizes(surprise_boundaries(scores, config.gamma, config.window), scores, config)
     if config.refinement != "none" and bounds:
-        prefix = similarity_prefix(vectors)
-        bounds = refine(
-            vectors, bounds, config.min_sentences, config.max_sentences, config.refinement, prefix
-        )
-        bounds = prune(prefix, n, bounds, config.prune)
-        # Pruning merges episodes; split any that grew past the maximum again.
-        bounds = _split_all_long(bounds, scores, config)
+        bounds = refine(vectors, bounds, config.min_sentences, config.max_sentences, config.refinement)
+        bounds = prune(vectors, bounds, config.prune, config.max_sentences)
     edges = [0, *bounds, n]
     return [Segment(a, b, float(scores[a]) if a else 0.0) for a, b in pairwise(edges)]
 
@@ -211,13 +226,7 @@ def _enforce_sizes(
         if not blocked[b]:
             chosen.append(b)
             blocked[max(0, b - gap + 1) : b + gap] = True
-    return _split_all_long(sorted(chosen), scores, config)
-
-
-def _split_all_long(chosen: list[int], scores: Floats, config: SegmentationConfig) -> list[int]:
-    """Split any episode longer than the maximum at its most surprising admissible sentence."""
-    n = len(scores)
-    edges = [0, *chosen, n]
+    edges = [0, *sorted(chosen), n]
     result: list[int] = []
     for a, z in pairwise(edges):
         result.extend(_split_long(a, z, scores, config))
@@ -226,11 +235,31 @@ def _split_all_long(chosen: list[int], scores: Floats, config: SegmentationConfi
 
 
 def _split_long(a: int, z: int, scores: Floats, config: SegmentationConfig) -> list[int]:
-    if z - a <= config.max_sentences:
+    """Cuts that split [a, z) into the fewest episodes of at most max_sentences.
+
+    Each cut falls at the most surprising sentence within half an episode of where an even split
+    would put it; among equally surprising ones (text that repeats itself), the even position.
+    """
+    low, high = config.min_sentences, config.max_sentences
+    length = z - a
+    if length <= high:
         return []
-    lo, hi = a + config.min_sentences, z - config.min_sentences
-    cut = lo + int(np.argmax(scores[lo : hi + 1])) if lo <= hi else a + config.max_sentences
-    return [*_split_long(a, cut, scores, config), cut, *_split_long(cut, z, scores, config)]
+    pieces = -(-length // high)
+    cuts: list[int] = []
+    previous = a
+    for i in range(1, pieces):
+        ideal = a + round(i * length / pieces)
+        left = pieces - i  # episodes still to come after this cut
+        lo = max(previous + low, ideal - high // 2, z - left * high)
+        hi = min(previous + high, ideal + high // 2, z - left * low)
+        if lo > hi:
+            cut = min(max(ideal, previous + low), previous + high)
+        else:
+            candidates = range(lo, hi + 1)
+            cut = max(candidates, key=lambda c: (round(float(scores[c]), 4), -abs(c - ideal)))
+        cuts.append(cut)
+        previous = cut
+    return cuts
 
 
 def episode_vectors(vectors: Vectors, segments: list[Segment]) -> Vectors:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import structlog
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
@@ -43,6 +44,7 @@ from emx_mcp.service import Episode, MemoryService
 from emx_mcp.transport import auth_options
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 INSTRUCTIONS = """\
 Episodic memory that persists across conversations. Call `remember` with what happened
@@ -69,6 +71,15 @@ class ServiceTool(Tool):
             result = await self.fn(request)
         except EmxError as exc:
             raise ToolError(f"Error executing tool {self.name}: {exc}") from None
+        except Exception as exc:
+            # A bug, not the caller's mistake: the trace goes to the log, the client learns what
+            # happened and that it may try again, never just "Error executing tool".
+            log.exception("tool failed unexpectedly", tool=self.name)
+            raise ToolError(
+                f"Error executing tool {self.name}: the server failed unexpectedly ({type(exc).__name__}), a "
+                "bug whose details are in the server's log. Writes are all-or-nothing: before repeating a "
+                "remember, recall it (or give it an idempotency_key) to see whether it was stored."
+            ) from None
         return self.fn_metadata.convert_result(result) if convert_result else result
 
 

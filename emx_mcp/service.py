@@ -7,6 +7,8 @@ details (the event log, the index replica, snapshots) stay behind the store.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +22,7 @@ import structlog
 from emx_mcp import health, prediction, retrieval, segmentation, sentences
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Encoder, Vectors, normalize
-from emx_mcp.errors import StoreMismatch
+from emx_mcp.errors import InvalidInput, StoreMismatch
 from emx_mcp.lvm.predictor import Predictors
 from emx_mcp.prediction import Prediction
 from emx_mcp.retrieval import Hit
@@ -35,7 +37,7 @@ from emx_mcp.schemas import (
     now,
 )
 from emx_mcp.storage.embedded import EmbeddedStore
-from emx_mcp.storage.events import Event, NewEvent
+from emx_mcp.storage.events import Event, NewEvent, Receipt
 
 if TYPE_CHECKING:  # importing the trainer imports torch
     from emx_mcp.lvm.train import Outcome, TrainConfig
@@ -110,9 +112,18 @@ class MemoryService:
         """Cut the text into episodes; store them at the end of the session (new if none), in one transaction.
 
         Each episode is an exact slice of the text (whitespace between episodes aside); its vector
-        is the normalised mean of its sentences' vectors. Returns the episodes once committed.
+        is the normalised mean of its sentences' vectors. Returns the episodes once committed. A
+        repeat of a call with the same idempotency key stores nothing and returns the first
+        call's episodes (those not forgotten since).
         """
         self.open()
+        receipt = None
+        if request.idempotency_key is not None:
+            digest = hashlib.sha256(request.model_dump_json(exclude={"idempotency_key"}).encode()).hexdigest()
+            earlier = self._store.receipt(request.namespace, request.idempotency_key)
+            if earlier is not None:  # a retry: nothing to encode
+                receipt = Receipt(request.idempotency_key, digest, "")
+                return self._episodes_of(request.namespace, receipt, earlier)
         text = request.text
         spans = sentences.split_spans(text)
         sentence_vectors = self._encode([text[a:b] for a, b in spans])
@@ -122,12 +133,26 @@ class MemoryService:
         items = [
             NewEvent(text[spans[s.first][0] : spans[s.stop - 1][1]], timestamp, metadata) for s in segments
         ]
+        shapes = [(s.stop - s.first, None if s.first == 0 else round(s.surprise, 6)) for s in segments]
+        if request.idempotency_key is not None:
+            receipt = Receipt(request.idempotency_key, digest, json.dumps(shapes))
         vectors = segmentation.episode_vectors(sentence_vectors, segments)
         session = request.session or uuid.uuid4().hex
-        events = self._store.append(request.namespace, session, items, vectors)
+        events, earlier = self._store.append(request.namespace, session, items, vectors, receipt)
+        if earlier is not None and receipt is not None:  # the same key won a race inside the store
+            return self._episodes_of(request.namespace, receipt, earlier)
+        return [Episode(e, surprise, size) for e, (size, surprise) in zip(events, shapes, strict=True)]
+
+    def _episodes_of(self, namespace: str, receipt: Receipt, earlier: Receipt) -> list[Episode]:
+        """The episodes an earlier call with this idempotency key stored (those not forgotten)."""
+        if receipt.digest != earlier.digest:
+            raise InvalidInput(
+                f"idempotency_key {receipt.key[:80]!r} was used before for a different call; a repeated "
+                "call must send the same arguments, and a new call needs a new key."
+            )
+        shapes = dict(zip(earlier.ids, json.loads(earlier.detail), strict=True))
         return [
-            Episode(e, None if s.first == 0 else s.surprise, s.stop - s.first)
-            for e, s in zip(events, segments, strict=True)
+            Episode(e, shapes[e.id][1], shapes[e.id][0]) for e in self._store.events(namespace, earlier.ids)
         ]
 
     def recall(self, request: RecallRequest) -> list[Hit]:
@@ -189,6 +214,11 @@ class MemoryService:
         """Which of `ids` are stored, and the id holding each taken (namespace, session, position)."""
         self.open()
         return self._store.holders(ids, places)
+
+    def forgotten(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` were forgotten in this store: an import does not bring them back."""
+        self.open()
+        return self._store.forgotten_ids(ids)
 
     def import_events(self, events: list[Event], vectors: Vectors) -> list[Event]:
         """Store events that keep their ids and places, in one transaction, then index them."""

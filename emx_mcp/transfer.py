@@ -9,7 +9,9 @@ A line:
 
 `embedding` is optional. On import it is used only if it comes from the model this store was
 built with; otherwise the text is embedded again. Import is idempotent by id, reads the file
-twice (first to check every line, then to store) and never holds the whole file in memory.
+twice (first to check every line, then to store) and never holds the whole file in memory. An
+event forgotten in this store is not brought back by importing an older export: the log keeps
+the ids of forgotten events (tombstones), and the import report counts them.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ class ImportReport:
     lines: int = 0  # non-blank lines read
     imported: int = 0
     already_present: int = 0  # same id already in the store: skipped (import is idempotent)
+    forgotten: int = 0  # forgotten in this store since: not brought back (the log keeps tombstones)
     reembedded: int = 0  # no embedding, or one from another model: embedded again here
     skipped: int = 0  # malformed lines left out (on_error="skip")
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, problem), first ones
@@ -253,9 +256,12 @@ def import_jsonl(
 def _store(
     service: MemoryService, batch: list[tuple[Event, EmbeddingRecord | None]], report: ImportReport
 ) -> None:
-    present, _ = service.existing([e.id for e, _ in batch], [])
-    new = [(e, emb) for e, emb in batch if e.id not in present]
-    report.already_present += len(batch) - len(new)
+    ids = [e.id for e, _ in batch]
+    present, _ = service.existing(ids, [])
+    forgotten = service.forgotten(ids)
+    new = [(e, emb) for e, emb in batch if e.id not in present and e.id not in forgotten]
+    report.already_present += len(present)
+    report.forgotten += len(forgotten - present)
     if not new:
         return
     model_id, dim = service.model_id, service.dim

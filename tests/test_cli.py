@@ -97,3 +97,20 @@ def test_import_reports_malformed_lines_by_number(tmp_path: Path, capsys: pytest
         and "skipped as malformed 1" in captured.out
     )
     assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_import_skips_timestamps_outside_the_calendar_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def line(i: int, timestamp: str) -> str:
+        record = {"id": f"e{i}", "namespace": "default", "session": "s", "position": i}
+        return json.dumps({**record, "timestamp": timestamp, "text": f"note {i}", "metadata": {}})
+
+    out = tmp_path / "dates.jsonl"
+    moments = ["2026-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+    out.write_text("\n".join(line(i, m) for i, m in enumerate(moments)) + "\n")
+    store(tmp_path / "b").close()
+    assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(out), "--on-error", "skip"]) == 0
+    captured = capsys.readouterr()
+    assert f"{out}:2: " in captured.err and f"{out}:3: " in captured.err and "out of range" in captured.err
+    assert "Traceback" not in captured.err and "imported 1" in captured.out

@@ -99,7 +99,7 @@ def test_snapshot_that_cannot_be_written(settings: Settings, monkeypatch: pytest
     service, _ = open_with_store(settings)
     ids = fill(service)
 
-    def disk_full(path: Path, data: bytes) -> None:
+    def disk_full(path: Path, *rest: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(snapshots, "write", disk_full)

@@ -41,6 +41,12 @@ texts = st.one_of(
     st.sampled_from(["", " ", "\x00", "\ud800", "a\udfffb", "\u202e", "🧠" * 3, "NaN", "null"]),
     # Around EMX_MAX_TEXT_CHARS (set to 5,000 here): just under, at and over the limit.
     st.builds(lambda c, n: c * n, st.sampled_from(["a", "é ", "x. "]), st.integers(4_990, 5_010)),
+    # Text that repeats itself, sentence after sentence, up to the limit.
+    st.builds(
+        lambda c, n: c * n,
+        st.sampled_from(["Build step passed. ", "ok. ", "Same again!\n"]),
+        st.integers(1, 400),
+    ),
 )
 json_scalars = st.one_of(
     st.none(),
@@ -63,6 +69,9 @@ dates = st.one_of(
             "2026-02-30",
             "0001-01-01T00:00:00Z",
             "9999-12-31T23:59:59+14:00",
+            "0001-01-01T00:00:00+01:00",  # before year 1 once in UTC
+            "9999-12-31T23:59:59-01:00",  # after year 9999 once in UTC
+            "2026-11-21",
             "2026-11-21T25:00",
             "yesterday",
             "",
@@ -77,7 +86,10 @@ small_ints = st.one_of(
 # Values that pass validation: what a well-behaved agent sends.
 words = st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=12)
 good_text = st.lists(words, min_size=1, max_size=30).map(lambda ws: " ".join(ws) + ".")
-good_date = st.datetimes().map(lambda d: d.isoformat() + "Z")
+good_date = st.one_of(
+    st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),  # may leave the calendar in UTC
+)
 good_meta = st.dictionaries(
     st.text(string.ascii_letters, min_size=1, max_size=6),
     st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000), st.text(max_size=10)),

@@ -34,6 +34,8 @@ def stats(
         batch_kernels="ready",
         bytes_in_memory=1000,
         batch_searches=0,
+        training_queued=False,
+        training_retry_in=None,
     )
     index_stats = dataclasses.replace(
         index_stats, **(index or {}), state=dataclasses.replace(index_stats.state, **(state or {}))
@@ -47,6 +49,7 @@ def stats(
         "snapshot_bytes": 10,
         "integrity": "ok",
         "snapshot_error": None,
+        "trainings_queued": 0,
     }
     return StoreStats(**{**fields, **store})
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from mcp import Client
 
+from emx_mcp.config import Settings
 from emx_mcp.errors import InvalidInput, NotFound, StoreMismatch
 from emx_mcp.lvm import train
 from emx_mcp.lvm.model import NextEpisodeGRU
 from emx_mcp.lvm.predictor import checkpoint_path
 from emx_mcp.service import MemoryService
 from emx_mcp.storage.embedded import EmbeddedStore
-from tests.helpers import predict_next, remember
+from tests.helpers import open_service, predict_next, remember
+from tests.lvm.test_lvm import second_order_sessions
 
 STEPS = ["install the database", "run the migrations", "seed test data", "start the api", "check the logs"]
 
@@ -80,19 +84,61 @@ def save_checkpoint(
     train.save(path, model, outcome, model_id or service.encoder.model_id, train.TrainConfig(context=4))
 
 
-def test_the_checkpoints_choice_is_used_and_reported(service: MemoryService) -> None:
-    remember_steps(service, "s", STEPS)
-    save_checkpoint(service, "blend", 0.5)
-    prediction = predict_next(service, session="s")
-    assert prediction.method == "blend" and prediction.checkpoint is not None
-    assert prediction.checkpoint.context == 4
-    # An untrained residual model predicts the latest episode, so the blend equals copy-last here.
-    save_checkpoint(service, "copy_last", None)
-    copy = predict_next(service, session="s")
-    save_checkpoint(service, "blend", 0.5)
-    assert [h.event.id for h in predict_next(service, session="s").hits] == [h.event.id for h in copy.hits]
+class TableEncoder:
+    """Texts "e<n>" to given vectors: stores the test_lvm sessions through the real service."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = vectors
+
+    @property
+    def model_id(self) -> str:
+        return "table"
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.ascontiguousarray(self.vectors[[int(t.removeprefix("e")) for t in texts]])
+
+
+def test_a_trained_predictor_is_used_where_it_beat_the_baselines(tmp_path: Path) -> None:
+    """Sessions whose next topic depends on the last two: the GRU learns it, the baselines cannot."""
+    sessions = second_order_sessions(300, length=12, seed=1)
+    vectors = np.vstack([s.vectors for s in sessions])
+    service = open_service(Settings(data_dir=tmp_path), TableEncoder(vectors))
+    row = 0
+    for session in sessions:
+        for _ in session.seqs:
+            remember(service, f"e{row}", session=session.name)
+            row += 1
+    config = train.TrainConfig(context=4, epochs=25, patience=3, hidden=64)
+    outcome, path = service.train_predictor("default", config)
+    m = outcome.metrics
+    assert outcome.method in ("lvm", "blend") and path.exists()
+    chosen = "lvm" if outcome.method == "lvm" else f"blend_{outcome.blend_weight}"
+    assert m[chosen]["hit@5"] > max(m["copy_last"]["hit@5"], m["analog"]["hit@5"])
+    # predict_next uses that checkpoint and reports its own validation figures.
+    last = sessions[-1]
+    prediction = predict_next(service, session=last.name, k=5)
+    assert prediction.method == outcome.method and prediction.checkpoint is not None
+    assert prediction.checkpoint.header.outcome.metrics == m
+    service.close()
+
+
+def test_analog_predicts_what_followed_the_most_similar_past_episode(service: MemoryService) -> None:
+    past = remember_steps(service, "past", ["design the schema", "write the migration", "deploy to staging"])
+    remember_steps(service, "unrelated", ["water the plants", "feed the cat"])
+    now = remember_steps(service, "now", ["design the schema again"])
     save_checkpoint(service, "analog", None)
-    assert predict_next(service, session="s").method == "analog"
+    prediction = predict_next(service, session="now", k=2)
+    assert prediction.method == "analog"
+    # The current episode is most like "design the schema"; what followed it there comes first.
+    assert prediction.hits[0].event.id == past[1]
+    assert now[0] not in [h.event.id for h in prediction.hits]
+    copy_last = predict_next(service, session="now", k=1)  # without a checkpoint: copy-last
+    checkpoint_path(service.settings.data_dir, "default").unlink()
+    assert predict_next(service, session="now", k=1).hits[0].event.id == past[0] != copy_last.hits[0].event.id
 
 
 def test_a_checkpoint_of_another_model_is_refused(service: MemoryService) -> None:

@@ -30,8 +30,8 @@ def test_leftover_temp_file_of_an_interrupted_snapshot_is_removed(settings: Sett
     first.close()
     # As if a process died in the middle of writing a newer snapshot: half a file beside the
     # real one, under the name write_atomic uses.
-    real = settings.index_dir / "default.emxidx"
-    leftover = settings.index_dir / ".default.emxidx.4242.1234.tmp"
+    real = settings.index_dir / snapshots.file_name("default")
+    leftover = settings.index_dir / f".{real.name}.4242.1234.tmp"
     leftover.write_bytes(real.read_bytes()[:100])
     again, store = open_store(settings)
     assert not leftover.exists()
@@ -76,7 +76,7 @@ def test_a_process_never_replaces_a_newer_snapshot_with_an_older_one(settings: S
     for note in NOTES[10:30]:
         remember(ahead, note, session="t")
     ahead.snapshot()  # it has caught up with everything: cursors at 30
-    path = settings.index_dir / "default.emxidx"
+    path = settings.index_dir / snapshots.file_name("default")
     newest = path.read_bytes()
     assert (snapshots.header(path) or {})["last_seq"] == 30
     # `behind` has seen only its own 10 events; its snapshot would be older.

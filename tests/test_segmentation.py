@@ -12,8 +12,7 @@ from emx_mcp.segmentation import (
     prune,
     refine,
     segment,
-    similarity_prefix,
-    split_gains,
+    split_gain,
     surprise,
     surprise_boundaries,
 )
@@ -101,8 +100,7 @@ def test_episode_vector_is_the_normalised_mean() -> None:
 
 def test_split_gains_match_a_direct_modularity_computation() -> None:
     vectors = topics([5, 6, 4], seed=4)
-    prefix = similarity_prefix(vectors)
-    gains = split_gains(prefix, np.array([0, 5, 11, 15]))
+    gains = [split_gain(vectors, 0, 5, 11), split_gain(vectors, 5, 11, 15)]
     sims = np.clip(vectors.astype(np.float64) @ vectors.T, 0, None)
     np.fill_diagonal(sims, 0)
 
@@ -119,16 +117,45 @@ def test_split_gains_match_a_direct_modularity_computation() -> None:
 
 def test_prune_drops_a_boundary_inside_one_topic_and_keeps_real_ones() -> None:
     vectors = topics([6, 8, 6], seed=8)
-    prefix = similarity_prefix(vectors)
-    assert prune(prefix, 20, [6, 10, 14], ratio=0.15) == [6, 14]
-    assert prune(prefix, 20, [6, 14], ratio=0.15) == [6, 14]
+    assert prune(vectors, [6, 10, 14], ratio=0.15, max_size=24) == [6, 14]
+    assert prune(vectors, [6, 14], ratio=0.15, max_size=24) == [6, 14]
     single = topics([12], seed=2)
-    assert prune(similarity_prefix(single), 12, [6], ratio=0.0) == []
+    assert prune(single, [6], ratio=0.0, max_size=24) == []
+    assert prune(single, [6], ratio=0.0, max_size=10) == [6], "a merge past the largest episode is not made"
 
 
 def test_prune_ratio_is_relative_to_the_median() -> None:
     vectors = topics([6, 6, 6, 6], seed=6)
-    prefix = similarity_prefix(vectors)
-    kept = prune(prefix, 24, [6, 12, 18], ratio=0.15)
+    kept = prune(vectors, [6, 12, 18], ratio=0.15, max_size=24)
     assert kept == [6, 12, 18]
-    assert prune(prefix, 24, [6, 12, 18], ratio=1.0) != [6, 12, 18]  # a bar at the median removes some
+    assert prune(vectors, [6, 12, 18], ratio=1.0, max_size=24) != [
+        6,
+        12,
+        18,
+    ]  # a bar at the median removes some
+
+
+def test_text_that_repeats_itself_makes_even_episodes_of_the_largest_size() -> None:
+    """2,500 copies of one sentence: no recursion, no two-sentence episodes from float noise."""
+    rng = np.random.default_rng(1)
+    one = normalize(rng.standard_normal((1, 32)))
+    vectors = normalize(np.repeat(one, 2500, axis=0) + 1e-7 * rng.standard_normal((2500, 32)))
+    config = SegmentationConfig()
+    segments = segment(vectors, config)
+    sizes = [s.stop - s.first for s in segments]
+    assert sum(sizes) == 2500 and len(segments) == -(-2500 // config.max_sentences)
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_memory_grows_linearly_with_the_number_of_sentences() -> None:
+    """A 4,000-sentence text once took a 4,000 x 4,000 similarity matrix (+405 MiB)."""
+    import tracemalloc
+
+    vectors = topics([8] * 500, dim=64, seed=9)
+    tracemalloc.start()
+    segment(vectors, SegmentationConfig())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20 * vectors.nbytes, (
+        f"peak {peak / 2**20:.1f} MiB for {vectors.nbytes / 2**20:.1f} MiB of vectors"
+    )

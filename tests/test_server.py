@@ -191,3 +191,64 @@ async def test_recall_filters_and_contiguity_through_the_tool(client: Client) ->
 )
 async def test_recall_filter_bad_input(client: Client, arguments: dict[str, Any], mentions: str) -> None:
     assert mentions in await error_text(client, "recall", query="q", **arguments)
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+async def test_timestamps_that_leave_the_calendar_in_utc_get_a_clear_error(
+    client: Client, service: MemoryService, moment: str
+) -> None:
+    message = await error_text(client, "remember", text="ok", timestamp=moment)
+    assert "out of range" in message and "0001-01-01 and 9999-12-31" in message
+    for name in ("since", "until"):
+        assert "out of range" in await error_text(client, "recall", query="q", **{name: moment})
+    assert service.count() == 0
+
+
+async def test_until_given_as_a_date_includes_that_whole_day(client: Client) -> None:
+    for moment in (
+        "2026-11-20T23:00:00Z",
+        "2026-11-21T00:00:00Z",
+        "2026-11-21T18:30:00Z",
+        "2026-11-22T00:00:00Z",
+    ):
+        await call(client, "remember", text=f"deploy at {moment}", timestamp=moment)
+    found = await call(
+        client, "recall", query="deploy", k=10, contiguity=0, since="2026-11-21", until="2026-11-21"
+    )
+    assert sorted(r["timestamp"][:19] for r in found["results"]) == [
+        "2026-11-21T00:00:00",
+        "2026-11-21T18:30:00",
+    ]
+
+
+async def test_a_retried_remember_with_its_idempotency_key_stores_nothing_twice(
+    client: Client, service: MemoryService
+) -> None:
+    text = "The build cache moved to bucket b-17. Cold builds take 9 minutes now."
+    first = await call(client, "remember", text=text, idempotency_key="call-0001", metadata={"k": 1})
+    again = await call(client, "remember", text=text, idempotency_key="call-0001", metadata={"k": 1})
+    assert again == first and service.count() == len(first["events"])
+    other = await error_text(client, "remember", text="something else", idempotency_key="call-0001")
+    assert "used before for a different call" in other and service.count() == len(first["events"])
+    elsewhere = await call(client, "remember", text=text, idempotency_key="call-0001", namespace="other")
+    assert elsewhere["events"][0]["id"] != first["events"][0]["id"]  # keys are per namespace
+
+
+async def test_recall_batch_that_could_answer_too_much_is_refused_up_front(client: Client) -> None:
+    message = await error_text(client, "recall_batch", queries=["q"] * 256, k=100)
+    assert "could return 76,800 items" in message and "the limit is 10,000" in message
+
+
+async def test_forgetting_an_unknown_session_says_so(client: Client) -> None:
+    await call(client, "remember", text="kept", session="real")
+    message = await error_text(client, "forget", session="no-such-session", confirm=True)
+    assert "no session 'no-such-session'" in message and "nothing was forgotten" in message
+
+
+async def test_text_that_repeats_itself_is_stored_in_sane_episodes(
+    client: Client, service: MemoryService
+) -> None:
+    text = " ".join(["Build step passed."] * 2500)  # 47,500 characters
+    events = (await call(client, "remember", text=text))["events"]
+    assert 100 <= len(events) <= 110 and all(e["sentences"] >= 20 for e in events)
+    assert service.count() == len(events)

@@ -116,7 +116,7 @@ def test_corrupt_or_missing_snapshot_is_rebuilt(settings: Settings, damage: str)
     first = reopen(settings)
     ids = fill(first)
     first.close()
-    path = settings.index_dir / "default.emxidx"
+    path = settings.index_dir / snapshots.file_name("default")
     assert path.exists()
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:100])
@@ -130,7 +130,7 @@ def test_corrupt_or_missing_snapshot_is_rebuilt(settings: Settings, damage: str)
         foreign = reopen(other)
         fill(foreign, [*TEXTS, *TEXTS])
         foreign.close()
-        path.write_bytes((other.index_dir / "default.emxidx").read_bytes())
+        path.write_bytes((other.index_dir / snapshots.file_name("default")).read_bytes())
     encoder = CountingEncoder()
     second, store = open_with_store(settings, encoder)
     assert len(store) == len(TEXTS)
@@ -145,7 +145,7 @@ def test_snapshot_is_written_every_n_events(tmp_path: Path) -> None:
     svc, store = open_with_store(settings)
     fill(svc, TEXTS[:6])
     store.wait_for_snapshots()
-    header = snapshots.header(settings.index_dir / "default.emxidx")
+    header = snapshots.header(settings.index_dir / snapshots.file_name("default"))
     assert header is not None and header["last_seq"] >= 5
     svc.close()
 

@@ -12,11 +12,11 @@ import pytest
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder, Vectors
-from emx_mcp.errors import CapacityExceeded
+from emx_mcp.errors import CapacityExceeded, StorageError
 from emx_mcp.service import MemoryService
 from emx_mcp.storage.embedded import EmbeddedStore
 from emx_mcp.transfer import export_jsonl, import_jsonl
-from tests.helpers import health, open_with_store, recall, remember
+from tests.helpers import forget, health, open_with_store, recall, remember
 
 NOTES = [
     "The staging database moved to db-7 after the disk filled up.",
@@ -250,3 +250,55 @@ def test_export_replaces_the_file_only_when_complete(tmp_path: Path, source: Mem
     export_jsonl(source, out)
     assert len(out.read_text().splitlines()) == len(NOTES) + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "m.jsonl"]
+
+
+def test_an_export_that_fails_midway_leaves_the_previous_file_whole(
+    tmp_path: Path, source: MemoryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "m.jsonl"
+    out.write_text("previous export\n")
+    real = source.export_events
+
+    def fails_after_one_batch(namespace: str | None) -> Iterator[Any]:
+        yield next(iter(real(namespace)))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(source, "export_events", fails_after_one_batch)
+    with pytest.raises(OSError, match="No space left"):
+        export_jsonl(source, out)
+    assert out.read_text() == "previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "m.jsonl"], "no partial file is left"
+
+
+def test_an_interrupted_import_is_completed_by_running_it_again(tmp_path: Path, open_store: Opener) -> None:
+    path = write_lines(tmp_path / "big.jsonl", [good_line(i) for i in range(1200)])  # three transactions
+    target = open_store("b")
+    commits = []
+
+    def disk_fails_on_the_second_batch() -> None:
+        commits.append(1)
+        if len(commits) == 2:
+            raise OSError(5, "Input/output error")
+
+    STORES[target].log.before_commit = disk_fails_on_the_second_batch
+    with pytest.raises(StorageError):
+        import_jsonl(target, path)
+    STORES[target].log.before_commit = None
+    assert target.count() == 500, "the first batch was stored, the failing one not at all"
+    report = import_jsonl(target, path)
+    assert (report.imported, report.already_present) == (700, 500)
+    assert target.count() == indexed(target) == 1200
+    assert recall(target, "Imported note number 1199 about topic 8393.", k=1)[0].event.id == "evt-1199"
+
+
+def test_importing_an_older_export_does_not_bring_back_what_was_forgotten(
+    tmp_path: Path, source: MemoryService
+) -> None:
+    out = tmp_path / "m.jsonl"
+    export_jsonl(source, out)
+    gone = [h.event.id for h in recall(source, NOTES[2], k=2, contiguity=0)]
+    forget(source, ids=gone, confirm=True)
+    report = import_jsonl(source, out)
+    assert (report.imported, report.forgotten, report.already_present) == (0, 2, len(NOTES) - 1)
+    assert source.count() == len(NOTES) + 1 - 2
+    assert all(h.event.id not in gone for h in recall(source, NOTES[2], k=10))

@@ -17,7 +17,8 @@ import structlog
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Vectors
 from emx_mcp.errors import StoreMismatch
-from emx_mcp.storage.events import Event, EventLog, Filters, NewEvent
+from emx_mcp.storage import training
+from emx_mcp.storage.events import Event, EventLog, Filters, NewEvent, Receipt
 from emx_mcp.storage.index import Ids, Scores, VectorIndex
 from emx_mcp.storage.replica import Replica
 from emx_mcp.storage.store import Match, StoreStats
@@ -102,7 +103,7 @@ class EmbeddedStore:
         """
         if self._log is None or self._replica is None:
             return
-        self._replica.close()
+        self._replica.close(self._log)
         self._log.close()
         self._log = self._replica = None
 
@@ -130,12 +131,34 @@ class EmbeddedStore:
     # -- writes -------------------------------------------------------------------------------
 
     def append(
-        self, namespace: str, session: str, items: Sequence[NewEvent], vectors: Vectors
-    ) -> list[Event]:
-        """Store `items` at the end of `session` in one transaction; searchable when this returns."""
-        events = self.log.append(namespace, session, items, vectors, max_events=self.settings.max_events)
+        self,
+        namespace: str,
+        session: str,
+        items: Sequence[NewEvent],
+        vectors: Vectors,
+        receipt: Receipt | None = None,
+    ) -> tuple[list[Event], Receipt | None]:
+        """Store `items` at the end of `session` in one transaction; searchable when this returns.
+
+        With a receipt whose key was used before, nothing is stored: the first call's events
+        and receipt come back instead.
+        """
+        events, earlier = self.log.append(
+            namespace, session, items, vectors, max_events=self.settings.max_events, receipt=receipt
+        )
         self.catch_up()
-        return events
+        return events, earlier
+
+    def receipt(self, namespace: str, key: str) -> Receipt | None:
+        return self.log.receipt(namespace, key)
+
+    def events(self, namespace: str, ids: Sequence[str]) -> list[Event]:
+        """The events of `namespace` with these ids, in that order; unknown ids are left out."""
+        return self.log.by_ids(namespace, ids)
+
+    def forgotten_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` were forgotten (the log keeps their tombstones)."""
+        return self.log.forgotten_ids(ids)
 
     def insert(self, events: Sequence[Event], vectors: Vectors) -> list[Event]:
         """Store events that keep their ids and places (an import) in one transaction."""
@@ -150,7 +173,7 @@ class EmbeddedStore:
 
     def snapshot(self, every_namespace: bool = False) -> None:
         """Write index snapshots now: of the namespaces that changed (or of all)."""
-        self.replica.snapshot(every_namespace)
+        self.replica.snapshot(self.log, every_namespace)
 
     def wait_for_snapshots(self, timeout: float | None = None) -> None:
         self.replica.wait_for_snapshots(timeout)
@@ -168,6 +191,14 @@ class EmbeddedStore:
         else:
             scores, ids = index.search(queries, k)
         found = self.log.by_seqs([int(i) for i in ids.ravel() if i >= 0])
+        foreign = [e for e in found.values() if e.namespace != namespace]
+        if foreign:
+            # Defence in depth: an index never holds another namespace's events unless its
+            # derived data was wrong; such hits are dropped, never returned.
+            log.error(
+                "dropped hits of another namespace", namespace=namespace, seqs=[e.seq for e in foreign][:10]
+            )
+            found = {seq: e for seq, e in found.items() if e.namespace == namespace}
         return [
             [Match(found[int(i)], float(s)) for s, i in zip(row_s, row_i, strict=True) if int(i) in found]
             for row_s, row_i in zip(scores, ids, strict=True)
@@ -257,4 +288,5 @@ class EmbeddedStore:
             snapshot_bytes=snapshot.stat().st_size if snapshot.exists() else 0,
             integrity=self.integrity,
             snapshot_error=self.replica.snapshot_error,
+            trainings_queued=training.queued_trainings(),
         )

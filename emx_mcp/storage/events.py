@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import sqlite3
 import threading
@@ -28,7 +29,8 @@ from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError,
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+# 2: forgotten events keep their ids (tombstones), the store has an identity, idempotency keys.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -51,7 +53,16 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events (namespace, timestamp);
 CREATE TABLE IF NOT EXISTS forgotten (
     change    INTEGER PRIMARY KEY AUTOINCREMENT,
     seq       INTEGER NOT NULL,
-    namespace TEXT    NOT NULL
+    namespace TEXT    NOT NULL,
+    id        TEXT
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    digest    TEXT NOT NULL,
+    ids       TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
 );
 CREATE TABLE IF NOT EXISTS counters (
     key   TEXT PRIMARY KEY,
@@ -137,6 +148,16 @@ class Filters:
 
 
 @dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a `remember` with an idempotency key leaves behind, to answer a repeat of it."""
+
+    key: str
+    digest: str  # of the request as the client sent it
+    detail: str  # JSON the caller wants back on a repeat (sizes and surprises of the episodes)
+    ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     text: str
     timestamp: str
@@ -218,6 +239,26 @@ class EventReader:
                 "SELECT session FROM events WHERE namespace = ? ORDER BY seq DESC LIMIT 1", (namespace,)
             ).fetchone()
         return None if row is None else str(row[0])
+
+    def by_ids(self, namespace: str, ids: Sequence[str]) -> list[Event]:
+        """The events of `namespace` with these ids, in the order given; ids not found are left out."""
+        found: dict[str, Event] = {}
+        with self._lock:
+            for chunk in chunks(ids):
+                sql = f"SELECT {_COLUMNS} FROM events WHERE namespace = ? AND id IN ({marks(len(chunk))})"
+                for row in self._conn.execute(sql, [namespace, *chunk]):
+                    event = _row_to_event(row)
+                    found[event.id] = event
+        return [found[i] for i in ids if i in found]
+
+    def forgotten_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` belong to events that were forgotten (their tombstones)."""
+        out: set[str] = set()
+        with self._lock:
+            for chunk in chunks(ids):
+                sql = f"SELECT id FROM forgotten WHERE id IN ({marks(len(chunk))})"
+                out.update(r[0] for r in self._conn.execute(sql, list(chunk)))
+        return out
 
     def by_id(self, event_id: str) -> Event | None:
         with self._lock:
@@ -332,12 +373,16 @@ class EventLog(EventReader):
             if self._conn.execute("SELECT 1 FROM counters WHERE key = 'events'").fetchone() is None:
                 self._conn.execute("INSERT INTO counters (key, value) SELECT 'events', COUNT(*) FROM events")
             version = self._meta_get("schema_version")
-            if version is None:
-                self._meta_set("schema_version", str(SCHEMA_VERSION))
-            elif int(version) > SCHEMA_VERSION:
+            if version is not None and int(version) > SCHEMA_VERSION:
                 raise StoreMismatch(
                     f"{path} was written by a newer emx-mcp (schema {version}); upgrade emx-mcp to open it."
                 )
+            if version is not None and int(version) < 2:
+                self._conn.execute("ALTER TABLE forgotten ADD COLUMN id TEXT")
+            self._meta_set("schema_version", str(SCHEMA_VERSION))
+            if self._meta_get("store_id") is None:
+                self._meta_set("store_id", uuid.uuid4().hex)
+            self.store_id = str(self._meta_get("store_id"))
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -382,14 +427,21 @@ class EventLog(EventReader):
         items: Sequence[NewEvent],
         vectors: Vectors,
         max_events: int | None = None,
-    ) -> list[Event]:
+        receipt: Receipt | None = None,
+    ) -> tuple[list[Event], Receipt | None]:
         """Store `items` at the end of `session` in one transaction; return them once committed.
 
         With `max_events`, refuse (writing nothing) if the store would then hold more events.
+        With a `receipt` whose key was seen before in `namespace`, store nothing and return the
+        events of that first call (those not forgotten since) with its receipt.
         """
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} events but {len(vectors)} vectors")
         with self._transaction():
+            if receipt is not None:
+                earlier = self._receipt(namespace, receipt.key)
+                if earlier is not None:
+                    return self.by_ids(namespace, earlier.ids), earlier
             self._reserve(len(items), max_events)
             (start,) = self._conn.execute(
                 "SELECT COALESCE(MAX(position) + 1, 0) FROM events WHERE namespace = ? AND session = ?",
@@ -408,7 +460,30 @@ class EventLog(EventReader):
                 )
                 for i, item in enumerate(items)
             ]
-            return self._insert(events, vectors)
+            stored = self._insert(events, vectors)
+            if receipt is not None:
+                self._conn.execute(
+                    "INSERT INTO receipts (namespace, key, digest, ids, detail) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        namespace,
+                        receipt.key,
+                        receipt.digest,
+                        json.dumps([e.id for e in stored]),
+                        receipt.detail,
+                    ),
+                )
+            return stored, None
+
+    def receipt(self, namespace: str, key: str) -> Receipt | None:
+        """What a `remember` with this idempotency key stored, if one did."""
+        with self._lock:
+            return self._receipt(namespace, key)
+
+    def _receipt(self, namespace: str, key: str) -> Receipt | None:
+        row = self._conn.execute(
+            "SELECT digest, ids, detail FROM receipts WHERE namespace = ? AND key = ?", (namespace, key)
+        ).fetchone()
+        return None if row is None else Receipt(key, str(row[0]), str(row[2]), tuple(json.loads(row[1])))
 
     def insert(self, events: Sequence[Event], vectors: Vectors, max_events: int | None = None) -> list[Event]:
         """Store events with their own ids and positions (an import) in one transaction.
@@ -487,9 +562,14 @@ class EventLog(EventReader):
                 rows = self._conn.execute(
                     "SELECT seq, id FROM events WHERE namespace = ? AND session = ?", (namespace, session)
                 ).fetchall()
+                if not rows:
+                    raise NotFound(
+                        f"no session {str(session)[:80]!r} in namespace {namespace!r}; nothing was forgotten."
+                    )
             self._conn.executemany("DELETE FROM events WHERE seq = ?", [(seq,) for seq, _ in rows])
             self._conn.executemany(
-                "INSERT INTO forgotten (seq, namespace) VALUES (?, ?)", [(seq, namespace) for seq, _ in rows]
+                "INSERT INTO forgotten (seq, namespace, id) VALUES (?, ?, ?)",
+                [(seq, namespace, event_id) for seq, event_id in rows],
             )
             self._conn.execute("UPDATE counters SET value = value - ? WHERE key = 'events'", (len(rows),))
         return [event_id for _, event_id in rows]
@@ -527,10 +607,31 @@ class EventLog(EventReader):
             p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists()
         )
 
-    def max_seq(self) -> int:
+    def high_water(self) -> int:
+        """The largest seq ever given, forgotten events included (seqs are never reused)."""
         with self._lock:
-            (value,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-        return int(value)
+            row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def fingerprint(self, seq: int, change: int) -> str:
+        """What identifies this log up to event `seq` and removal `change`: the last event and removal there.
+
+        A log restored from a backup and written to since, or another store's log, gives other
+        ids at the same positions, so a derived file made from one does not match the other.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, id FROM (SELECT seq, id FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1) "
+                "UNION ALL SELECT seq, id FROM (SELECT seq, id FROM forgotten WHERE seq <= ? "
+                "ORDER BY seq DESC LIMIT 1)",
+                (seq, seq),
+            ).fetchall()
+            removal = self._conn.execute(
+                "SELECT change, seq, COALESCE(id, '') FROM forgotten WHERE change = ?", (change,)
+            ).fetchone()
+        last = max(rows, default=(0, ""))
+        text = f"{self.store_id}|{last[0]}:{last[1]}|{tuple(removal) if removal else ()}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def count(self, namespace: str | None = None, up_to_seq: int | None = None) -> int:
         """Number of events, optionally of one namespace and with seq <= up_to_seq."""

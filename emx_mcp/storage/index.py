@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +122,21 @@ class IndexStats:
     batch_kernels: str
     bytes_in_memory: int
     batch_searches: int  # searches answered by ivf_batch's kernels since the index was made
+    training_queued: bool  # a training waits for its turn (one builds at a time per process)
+    training_retry_in: float | None  # after failed trainings: seconds until the next attempt
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenIndex:
+    """An index held still for a snapshot: the live FAISS index itself, the rest copied."""
+
+    live: Any
+    delta: bytes  # the delta, serialised when the freeze began
+    probe_ids: Ids
+    probes: Vectors
+    state: IndexState
+    trained: bool
+    count: int
 
 
 @dataclass(slots=True)
@@ -222,10 +237,16 @@ class VectorIndex:
         self._probe_ids: Ids = parts.probe_ids if parts else np.zeros(0, dtype=np.int64)
         self._probes: Vectors = parts.probes if parts else np.zeros((0, dim), dtype=np.float32)
         self._lock = ReadWriteLock()
+        # While a snapshot serialises the live index it is frozen: adds go to the delta and
+        # removals wait, so the writer can read it without holding the lock (see `frozen`).
+        self._frozen = 0
+        self._thawed = threading.Condition()
         self._recorder: Recorder | None = None
         # Addresses of the live IVF-Flat lists for batched search; dropped whenever they change.
         self._table: ivf_batch.ListTable | None = None
         self._batch_searches = 0
+        # Where a lossy index (ivf_sq8) gets the true vectors of its ids to retrain from: the log.
+        self.vector_source: Callable[[Ids], tuple[Ids, Vectors]] | None = None
         self.trainer = Trainer(self)
 
     # -- properties ---------------------------------------------------------------------------
@@ -254,9 +275,9 @@ class VectorIndex:
         if len(ids) == 0:
             return
         with self._lock.write(), faiss_threads_for(len(ids)):
-            if self.trained and len(ids) < DELTA_MAX:
+            if self._frozen or (self.trained and len(ids) < DELTA_MAX):
                 self._delta.add_with_ids(vectors, ids)
-                if self._delta.ntotal >= DELTA_MAX:
+                if self._delta.ntotal >= DELTA_MAX and not self._frozen:
                     self._fold_delta()
             else:
                 self._live.add_with_ids(vectors, ids)
@@ -277,13 +298,53 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return 0
+        while True:
+            with self._thawed:
+                while self._frozen:
+                    self._thawed.wait()
+            with self._lock.write():
+                if self._frozen:
+                    continue  # frozen again between the wait and the lock
+                selector = faiss.IDSelectorBatch(ids)
+                removed = int(self._live.remove_ids(selector)) + int(self._delta.remove_ids(selector))
+                self._table = None
+                if self._recorder is not None:
+                    self._recorder.ops.append((ids, None))
+            return removed
+
+    @contextmanager
+    def frozen(self) -> Iterator[FrozenIndex]:
+        """Hold the live index still while a snapshot serialises it, without holding the lock.
+
+        Searches go on as usual; adds wait in the exact delta (searched beside the lists) and
+        removals wait until the block ends. A training may swap in a new live index meanwhile:
+        the frozen one stays whole for the writer, which keeps its own reference. Nested and
+        concurrent freezes are counted.
+        """
         with self._lock.write():
-            selector = faiss.IDSelectorBatch(ids)
-            removed = int(self._live.remove_ids(selector)) + int(self._delta.remove_ids(selector))
-            self._table = None
-            if self._recorder is not None:
-                self._recorder.ops.append((ids, None))
-        return removed
+            self._frozen += 1
+            view = FrozenIndex(
+                live=self._live,
+                delta=faiss.serialize_index(self._delta).tobytes(),
+                probe_ids=self._probe_ids.copy(),
+                probes=self._probes.copy(),
+                state=dataclasses.replace(self.state),
+                trained=self.trained,
+                count=len(self),
+            )
+        try:
+            yield view
+        finally:
+            with self._lock.write():
+                self._frozen -= 1
+                if (
+                    not self._frozen
+                    and self._delta.ntotal
+                    and (not self.trained or self._delta.ntotal >= DELTA_MAX)
+                ):
+                    self._fold_delta()
+            with self._thawed:
+                self._thawed.notify_all()
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -310,9 +371,10 @@ class VectorIndex:
         selector = None if allowed is None else faiss.IDSelectorBatch(allowed)
         flat_params = None if selector is None else faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         with self._lock.read(), faiss_threads_for(len(queries)):
-            if not self.trained:
-                return self._live.search(queries, k, params=flat_params)  # type: ignore[no-any-return]
-            scores, ids = self._search_lists(queries, k, allowed, selector, nprobe)
+            if self.trained:
+                scores, ids = self._search_lists(queries, k, allowed, selector, nprobe)
+            else:
+                scores, ids = self._live.search(queries, k, params=flat_params)
             if self._delta.ntotal == 0:
                 return scores, ids
             d_scores, d_ids = self._delta.search(queries, min(k, int(self._delta.ntotal)), params=flat_params)
@@ -412,6 +474,8 @@ class VectorIndex:
             batch_kernels=ivf_batch.status() if kernels else "off",
             bytes_in_memory=self.memory_bytes(),
             batch_searches=self._batch_searches,
+            training_queued=self.trainer.queued,
+            training_retry_in=self.trainer.retry_in(),
         )
 
     # -- training: storage/training.py drives these ------------------------------------------
@@ -431,9 +495,16 @@ class VectorIndex:
         """
         from emx_mcp.storage import training
 
+        source = self.vector_source if self.trained and self.policy.kind != "ivf_flat" else None
         with self._lock.read():
-            ids, vectors = training.stored_vectors(self._live, self._delta, self.dim)
+            if source is None:
+                ids, vectors = training.stored_vectors(self._live, self._delta, self.dim)
+            else:
+                ids = np.concatenate([_ids_of(self._live), _ids_of(self._delta)])
             self._recorder = Recorder()
+        if source is not None:
+            # A lossy index holds approximations: retrain, and measure recall, on the true vectors.
+            ids, vectors = source(ids)
         return ids, vectors
 
     def cancel_build(self) -> None:
@@ -457,9 +528,3 @@ class VectorIndex:
             self._probe_ids, self._probes = probe_ids, probes
             self.state = state
         return None
-
-    @contextmanager
-    def reading(self) -> Iterator[IndexParts]:
-        """Hold the read lock (writers wait) while the parts are serialised."""
-        with self._lock.read():
-            yield IndexParts(self._live, self._delta, self._probe_ids, self._probes, self.state)

@@ -28,3 +28,4 @@ class StoreStats:
     snapshot_bytes: int
     integrity: str
     snapshot_error: str | None
+    trainings_queued: int  # trainings of any namespace waiting for their turn in this process

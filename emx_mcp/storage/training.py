@@ -105,6 +105,23 @@ def calibrate_nprobe(
     return best
 
 
+# At most this many trainings build at once in a process (each needs 2-3x its vectors in memory);
+# others wait their turn, and health reports them as queued.
+MAX_CONCURRENT_TRAININGS = 1
+_slots = threading.BoundedSemaphore(MAX_CONCURRENT_TRAININGS)
+_queue_guard = threading.Lock()
+_queued = 0
+
+# After a failed training, wait this long before the next attempt, doubling up to the maximum.
+RETRY_FIRST_S = 10.0
+RETRY_MAX_S = 900.0
+
+
+def queued_trainings() -> int:
+    """Trainings waiting for their turn in this process."""
+    return _queued
+
+
 class Trainer:
     """Decides when an index (re)trains, and runs the training in a background thread."""
 
@@ -113,6 +130,15 @@ class Trainer:
         self._worker: threading.Thread | None = None
         self._guard = threading.Lock()
         self._next_balance_check = 0
+        self.queued = False
+        self.failures = 0  # consecutive failed trainings
+        self._retry_at = 0.0  # time.monotonic() before which no background training starts
+
+    def retry_in(self) -> float | None:
+        """Seconds until a failed training may be tried again; None when nothing failed."""
+        if not self.failures:
+            return None
+        return max(0.0, round(self._retry_at - time.monotonic(), 1))
 
     def maybe_start(self) -> None:
         """Start a background training if one is due and none is running."""
@@ -120,6 +146,8 @@ class Trainer:
             self.start(background=True)
 
     def due(self) -> bool:
+        if self.failures and time.monotonic() < self._retry_at:
+            return False
         index = self._index
         n = len(index)
         policy, state = index.policy, index.state
@@ -139,7 +167,7 @@ class Trainer:
                 self._worker = threading.Thread(target=self._run_logged, name="emx-index-train", daemon=True)
                 self._worker.start()
                 return
-        self.run_once()
+        self._run_in_turn()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for a background training to finish; True if none is running."""
@@ -150,19 +178,47 @@ class Trainer:
         return True
 
     def _run_logged(self) -> None:
+        # Vectors that arrived during a training may already call for the next one; a training
+        # that swapped nothing in (too few vectors, or refused) is not repeated at once.
+        while self._run_in_turn() and self.due():
+            pass
+
+    def _run_in_turn(self) -> bool:
+        """Wait for a training slot, then train; True if a new index was swapped in."""
+        global _queued
+        with _queue_guard:
+            _queued += 1
+        self.queued = True
+        try:
+            with _slots:
+                with _queue_guard:
+                    _queued -= 1
+                self.queued = False
+                return self._attempt()
+        finally:
+            if self.queued:
+                with _queue_guard:
+                    _queued -= 1
+                self.queued = False
+
+    def _attempt(self) -> bool:
         index = self._index
         try:
-            # Vectors that arrived during a training may already call for the next one.
-            self.run_once()
-            while self.due() and index.state.last_training_error is None:
-                self.run_once()
+            swapped = self.run_once()
         except Exception as exc:
             index.cancel_build()
             index.state.last_training_error = f"{type(exc).__name__}: {exc}"
             log.exception("index training failed; the live index is unchanged")
+            swapped = False
+        if index.state.last_training_error is not None and not swapped:
+            self.failures += 1
+            self._retry_at = time.monotonic() + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self.failures - 1))
+        elif swapped:
+            self.failures = 0
+        return swapped
 
-    def run_once(self) -> None:
-        """Build a new IVF index from every stored vector and swap it in (or record why not)."""
+    def run_once(self) -> bool:
+        """Build a new IVF index from every stored vector and swap it in; True if it was swapped in."""
         index = self._index
         started = time.perf_counter()
         ids, vectors = index.begin_build()
@@ -170,7 +226,7 @@ class Trainer:
         nlist = nlist_for(n)
         if n < index.policy.train_at or nlist < 2:
             index.cancel_build()
-            return
+            return False
         state = index.state
         rng = np.random.default_rng(index.policy.seed + state.trainings)
         sample_size = training_sample_size(n, nlist)
@@ -201,7 +257,7 @@ class Trainer:
         if refused is not None:
             index.state.last_training_error = refused
             log.error("index training refused", reason=refused)
-            return
+            return False
         index.state.imbalance_at_training = index.imbalance()
         log.info(
             "index trained",
@@ -211,3 +267,4 @@ class Trainer:
             recall_at_10=round(recall, 4),
             seconds=trained.training_seconds,
         )
+        return True

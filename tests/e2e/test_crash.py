@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -9,11 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from emx_mcp.config import Settings
-from emx_mcp.embedding import HashingEncoder
+from emx_mcp.embedding import HashingEncoder, SentenceTransformerEncoder
+from tests.e2e.servers import INITIALIZE, spawn_stdio
 from tests.helpers import open_with_store, recall
 
 pytestmark = pytest.mark.slow
@@ -76,3 +79,74 @@ def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
             else:
                 store.log.close()
     print(f"{TRIALS} SIGKILL trials, {len(everything)} acknowledged events, 0 lost")
+
+
+SERVER_TRIALS = 3
+
+
+def remember_until_killed(data_dir: Path, trial: int, rng: random.Random) -> list[tuple[str, str]]:
+    """The real `emx-mcp serve` over stdio: remember in a loop, SIGKILL it at a random moment.
+
+    An event counts as acknowledged when its result line has been read from the server's stdout.
+    """
+    proc = spawn_stdio(data_dir, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    acked: list[tuple[str, str]] = []
+
+    def send(message: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(message) + "\n").encode())
+        proc.stdin.flush()
+
+    send(INITIALIZE)
+    assert json.loads(proc.stdout.readline())["id"] == 1
+    send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    killer = threading.Timer(rng.uniform(8.0, 14.0), proc.kill)  # past the model's load, mid-writes
+    killer.start()
+    try:
+        for i in range(10_000):
+            words = f"{rng.choice(WORDS)} {rng.choice(WORDS)} {i * 7919 % 10007}"
+            text = f"server trial {trial} event {i}: the {words}"
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 100 + i,
+                    "method": "tools/call",
+                    "params": {"name": "remember", "arguments": {"text": text, "session": f"kill-{trial}"}},
+                }
+            )
+            line = proc.stdout.readline()
+            if not line.endswith(b"\n"):
+                break  # killed before the answer was complete: not acknowledged
+            reply = json.loads(line)
+            assert not reply["result"]["isError"], reply
+            acked.append((reply["result"]["structuredContent"]["events"][0]["id"], text))
+    except (BrokenPipeError, ValueError):
+        pass
+    finally:
+        killer.cancel()
+        proc.kill()
+        proc.wait(30)
+    return acked
+
+
+WORDS = ["database", "deploy", "cache", "router", "budget", "invoice", "sprint", "kernel", "backup", "search"]
+
+
+def test_sigkill_of_the_real_server_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    rng = random.Random(20261130)
+    data_dir = tmp_path / "data"
+    everything: list[tuple[str, str]] = []
+    for trial in range(SERVER_TRIALS):
+        acked = remember_until_killed(data_dir, trial, rng)
+        assert acked, f"trial {trial}: the server acknowledged nothing before the kill"
+        everything.extend(acked)
+    service, store = open_with_store(Settings(data_dir=data_dir), SentenceTransformerEncoder())
+    try:
+        missing = [i for i, _ in everything if store.event("default", i) is None]
+        assert not missing, f"{len(missing)} of {len(everything)} acknowledged events lost"
+        for event_id, text in rng.sample(everything, min(30, len(everything))):
+            assert recall(service, text, k=1)[0].event.id == event_id, text
+    finally:
+        service.close()
+    print(f"{SERVER_TRIALS} SIGKILLs of emx-mcp serve, {len(everything)} acknowledged events, 0 lost")

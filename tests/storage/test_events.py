@@ -21,14 +21,14 @@ def item(text: str) -> NewEvent:
 
 def test_append_assigns_increasing_seq_and_positions(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "e.db")
-    first = log.append("default", "s1", [item("a"), item("b")], vecs(2))
-    second = log.append("default", "s1", [item("c")], vecs(1))
-    other = log.append("default", "s2", [item("d")], vecs(1))
+    first, _ = log.append("default", "s1", [item("a"), item("b")], vecs(2))
+    second, _ = log.append("default", "s1", [item("c")], vecs(1))
+    other, _ = log.append("default", "s2", [item("d")], vecs(1))
     assert [e.position for e in first + second] == [0, 1, 2]
     assert other[0].position == 0
     seqs = [e.seq for e in first + second + other]
     assert seqs == sorted(seqs) and len(set(seqs)) == 4
-    assert log.max_seq() == seqs[-1]
+    assert log.high_water() == seqs[-1]
     assert log.count() == 4 and log.count("default", up_to_seq=seqs[1]) == 2
     assert log.by_id(first[1].id) == first[1]
     log.close()
@@ -46,7 +46,7 @@ def test_committed_rows_are_visible_to_another_connection(tmp_path: Path) -> Non
 
 def test_vectors_after_returns_embeddings_in_seq_order(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "e.db")
-    stored = log.append("a", "s", [item(str(i)) for i in range(5)], vecs(5))
+    stored, _ = log.append("a", "s", [item(str(i)) for i in range(5)], vecs(5))
     chunks = list(log.vectors_after(stored[1].seq, dim=4, batch=2))
     seqs = np.concatenate([c[0] for c in chunks])
     assert seqs.tolist() == [e.seq for e in stored[2:]]
@@ -92,7 +92,7 @@ def test_insert_keeps_ids_and_places_and_refuses_a_taken_one(tmp_path: Path) -> 
     from emx_mcp.storage.events import Event
 
     log = EventLog(tmp_path / "e.db")
-    (held,) = log.append("default", "s", [item("already here")], vecs(1))
+    (held,), _ = log.append("default", "s", [item("already here")], vecs(1))
     fresh = Event(0, "imported-1", "default", "s", 5, "2026-01-01T00:00:00.000000Z", "x", {})
     clash = Event(0, "imported-2", "default", "s", held.position, "2026-01-01T00:00:00.000000Z", "y", {})
     (stored,) = log.insert([fresh], vecs(1))

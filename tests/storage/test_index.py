@@ -100,8 +100,9 @@ def test_delta_survives_snapshot_remove_and_retraining(tmp_path: Path) -> None:
     for i in range(2000, 2100):
         index.add(np.array([i]), vectors[i : i + 1])
     assert index.remove(np.array([2050, 5])) == 2
-    snapshots.save(tmp_path / "d.emxidx", index)
-    loaded = snapshots.load(tmp_path / "d.emxidx", TrainingPolicy(train_at=2000))
+    provenance = snapshots.Provenance("store", "ns", 2100, 1, "fingerprint")
+    snapshots.save(tmp_path / "d.emxidx", index, provenance)
+    loaded = snapshots.load(tmp_path / "d.emxidx", TrainingPolicy(train_at=2000), provenance)
     assert len(loaded) == 2098 and loaded.stats().buffered == 99
     # Growing past double retrains; vectors that were in the delta must all come through.
     loaded.add(np.arange(2100, 4500), vectors[2100:4500])
