@@ -182,3 +182,42 @@ def recall_batch(service: Any, queries: list[str], **arguments: Any) -> Any:
 
     request = parse(RecallBatchRequest, {"queries": queries, **arguments}, service.settings.max_text_chars)
     return service.recall_batch(request)
+
+
+class DiskCachedEncoder:
+    """The real model, remembering every text it has encoded in benchmarks/cache/<name>.npz."""
+
+    def __init__(self, name: str) -> None:
+        from emx_mcp.embedding import SentenceTransformerEncoder
+
+        self.inner = SentenceTransformerEncoder()
+        self.path = CACHE / f"{name}.npz"
+        self.cache: dict[str, np.ndarray] = {}
+        self.dirty = False
+        if self.path.exists():
+            stored = np.load(self.path)
+            self.cache = dict(zip(stored["texts"].tolist(), stored["vectors"], strict=True))
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.inner.encode(missing), strict=True))
+            self.dirty = True
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        return np.vstack([self.cache[t] for t in texts]).astype(np.float32)
+
+    def flush(self) -> None:
+        if self.dirty:
+            CACHE.mkdir(parents=True, exist_ok=True)
+            texts = list(self.cache)
+            np.savez(self.path, texts=np.array(texts), vectors=np.vstack([self.cache[t] for t in texts]))
+            self.dirty = False

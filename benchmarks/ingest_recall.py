@@ -35,7 +35,8 @@ from mcp import Client, StdioServerParameters
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder, SentenceTransformerEncoder
-from emx_mcp.storage.events import EventLog, NewEvent
+from emx_mcp.storage.events import EventLog
+from emx_mcp.storage.records import NewEvent
 
 
 def encoder_throughput(encoder: SentenceTransformerEncoder, texts: list[str]) -> dict[str, float]:

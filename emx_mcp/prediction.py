@@ -14,11 +14,11 @@ import numpy as np
 from emx_mcp.embedding import Vectors
 from emx_mcp.errors import InvalidInput, NotFound
 from emx_mcp.lvm.predictor import DEFAULT_CONTEXT, Checkpoint
-from emx_mcp.retrieval import Hit, nearest
+from emx_mcp.retrieval import Hit, fit, nearest
 from emx_mcp.schemas import PredictNextRequest
 from emx_mcp.storage.embedded import EmbeddedStore
-from emx_mcp.storage.events import Filters
 from emx_mcp.storage.index import Ids
+from emx_mcp.storage.records import Filters
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class Prediction:
     method: str  # "lvm", "blend", "analog" or "copy_last"
     hits: list[Hit]
     checkpoint: Checkpoint | None
+    omitted: int = 0  # predictions left out of the reading budget
 
 
 def context_of(store: EmbeddedStore, request: PredictNextRequest, limit: int) -> tuple[Ids, Vectors | None]:
@@ -69,7 +70,8 @@ def predict_next(
     else:
         target = context[-1]
     hits = nearest(store, request.namespace, target, request.k, exclude=set(seqs.tolist()))
-    return Prediction(method, hits, checkpoint)
+    fitted = fit(hits, request.max_chars)
+    return Prediction(method, fitted.hits, checkpoint, fitted.omitted)
 
 
 def analog(store: EmbeddedStore, namespace: str, context_seqs: Ids, current: Vectors) -> Vectors:

@@ -28,6 +28,15 @@ from emx_mcp.errors import InvalidInput
 MAX_K = 100
 MAX_CONTIGUITY = 5
 MAX_BATCH_QUERIES = 256
+# No tool answer (its text block and structured content together) is larger than this.
+MAX_RESPONSE_BYTES = 512 * 1024
+# Reading budget of recall: memory text per query, by default and at most.
+DEFAULT_MAX_CHARS = 6_000
+MAX_CHARS = 50_000
+# recall_batch: memory text of all its queries together, at most.
+MAX_BATCH_CHARS = 200_000
+# Below this score an episode is not related enough to show (see retrieval.py).
+DEFAULT_MIN_SCORE = 0.15
 MAX_SESSION_CHARS = 256
 MAX_ID_CHARS = 128
 MAX_FORGET_IDS = 10_000
@@ -245,6 +254,30 @@ class RecallOptions(Request):
     metadata: MetadataFilter | None = Field(
         default=None, description='Exact match on top-level metadata keys (1 is not "1").'
     )
+    mode: Literal["hybrid", "semantic", "lexical"] = Field(
+        default="hybrid",
+        description="'hybrid' (default): meaning and words together; 'semantic': meaning only; "
+        "'lexical': words only (BM25).",
+    )
+    max_chars: int | None = Field(
+        default=None,
+        ge=100,
+        le=MAX_CHARS,
+        description="Reading budget: memory text returned per query, at most, best first (100-50,000; "
+        "default 6,000, or for recall_batch 200,000 shared among its queries).",
+    )
+    min_score: float = Field(
+        default=DEFAULT_MIN_SCORE,
+        ge=0.0,
+        le=1.0,
+        description="Leave out episodes scoring below this (0-1); raise it for fewer, surer results.",
+    )
+
+    def budget(self, queries: int) -> int:
+        """Characters of memory text each of `queries` queries may return."""
+        if self.max_chars is not None:
+            return self.max_chars
+        return max(100, min(DEFAULT_MAX_CHARS, MAX_BATCH_CHARS // queries))
 
 
 class RecallRequest(RecallOptions):
@@ -270,6 +303,14 @@ class RecallBatchRequest(RecallOptions):
                 f"recall_batch could return {most:,} items ({len(self.queries)} queries x k {self.k} x "
                 f"{1 + 2 * self.contiguity} with neighbours); the limit is {MAX_BATCH_ITEMS:,}. Lower k or "
                 "contiguity, or split the queries over several calls."
+            )
+        chars = len(self.queries) * self.budget(len(self.queries))
+        if chars > MAX_BATCH_CHARS:
+            raise ValueError(
+                f"recall_batch could return {chars:,} characters ({len(self.queries)} queries x max_chars "
+                f"{self.budget(len(self.queries)):,}); the limit is {MAX_BATCH_CHARS:,}. Lower max_chars, or "
+                "leave it out, or split the "
+                "queries over several calls."
             )
         return self
 
@@ -298,6 +339,12 @@ class PredictNextRequest(Request):
     after_event_id: EventId | None = Field(default=None, description="Predict what follows this episode.")
     k: K = Field(default=5, description="How many episodes (1-100).")
     namespace: Namespace = "default"
+    max_chars: int = Field(
+        default=DEFAULT_MAX_CHARS,
+        ge=100,
+        le=MAX_CHARS,
+        description="Reading budget in characters (100-50,000).",
+    )
 
 
 class HealthRequest(Request):
@@ -417,48 +464,79 @@ def tool_schema(model: type[BaseModel], max_text_chars: int) -> dict[str, Any]:
 # -- results ----------------------------------------------------------------------------------
 
 
-class StoredEvent(BaseModel):
+# remember describes at most this many episodes one by one; the rest by their ids alone.
+REMEMBER_DETAILS = 5
+PREVIEW_CHARS = 60
+# ... and lists at most this many of the new episodes' ids (they hold consecutive positions).
+REMEMBER_IDS = 100
+
+
+class Duplicate(BaseModel):
+    id: str = Field(description="The earlier episode this one nearly repeats.")
+    similarity: float = Field(description="Cosine similarity of the two, 0.97 or more.")
+
+
+class StoredEpisode(BaseModel):
     id: str = Field(description="Stable event id.")
-    text: str
-    session: str = Field(description="Session id; pass it to later `remember` calls of the same task.")
-    position: int = Field(description="0-based place of the event in its session.")
-    timestamp: str = Field(description="ISO 8601, UTC.")
+    position: int = Field(description="0-based place of the episode in its session.")
     sentences: int = Field(description="Sentences in this episode.")
+    chars: int = Field(description="Characters of text in this episode.")
+    preview: str = Field(description=f"The episode's first {PREVIEW_CHARS} characters.")
     surprise: float | None = Field(
         description="How surprising the episode's first sentence was after the previous one (the boundary "
         "score, 0 to 2); null for the first episode of a call."
     )
+    duplicate_of: Duplicate | None = Field(
+        default=None, description="Set when an earlier episode says nearly the same; both are kept."
+    )
 
 
 class RememberResult(BaseModel):
-    events: list[StoredEvent] = Field(description="One item per episode, in order.")
+    session: str = Field(description="Session id; pass it to later `remember` calls of the same task.")
+    timestamp: str = Field(description="When it happened, ISO 8601 UTC, to the second.")
+    stored: int = Field(description="Episodes stored.")
+    positions: list[int] = Field(description="First and last position of the new episodes in the session.")
+    ids: list[str] = Field(
+        description=f"The new episodes' ids in order, the first {REMEMBER_IDS} (all of them up to that many)."
+    )
+    episodes: list[StoredEpisode] = Field(
+        description=f"The first {REMEMBER_DETAILS} episodes described one by one (the text is not echoed)."
+    )
 
 
 class RecalledEvent(BaseModel):
     id: str
     text: str
-    score: float = Field(description="Cosine similarity to the query, from -1 to 1; higher is closer.")
+    score: float = Field(
+        description="How well it matches, 0 to 1: cosine similarity to the query, with BM25 word matching "
+        "in 'hybrid' mode (see the README's Tools section)."
+    )
     session: str
     position: int
-    timestamp: str
+    timestamp: str = Field(description="ISO 8601 UTC, to the second.")
     metadata: dict[str, Any]
     via: Literal["similarity", "contiguity", "prediction"] = Field(
         description=(
-            "'similarity': matched the query; 'contiguity': a temporal neighbour of a match; "
-            "'prediction': close to the predicted next episode (predict_next)."
+            "'similarity': matched the query; 'contiguity': next to a match in its session, shown on its own "
+            "merit; 'prediction': close to the predicted next episode (predict_next)."
         )
     )
     neighbour_of: str | None = Field(
         default=None, description="For 'contiguity' results: the id of the matched episode it neighbours."
     )
+    duplicates: int = Field(
+        default=0, description="Near-identical episodes folded into this one (the newest)."
+    )
+    truncated: bool = Field(default=False, description="The text was cut to fit max_chars.")
 
 
 class RecallResult(BaseModel):
-    results: list[RecalledEvent]
+    results: list[RecalledEvent] = Field(description="Best first, within the reading budget.")
+    omitted: int = Field(description="Matches left out because they did not fit max_chars.")
 
 
 class RecallBatchResult(BaseModel):
-    results: list[list[RecalledEvent]] = Field(description="One list per query, in the order of the queries.")
+    results: list[RecallResult] = Field(description="One result per query, in the order of the queries.")
 
 
 class PredictorInfo(BaseModel):
@@ -477,14 +555,19 @@ class PredictNextResult(BaseModel):
         "'analog' (what followed the most similar past episode) or 'copy_last' (episodes like the latest)."
     )
     predictions: list[RecalledEvent]
+    omitted: int = Field(default=0, description="Predictions left out because they did not fit max_chars.")
     model: PredictorInfo | None = Field(
         description="The trained predictor's validation figures; null if none."
     )
 
 
+# forget lists at most this many of the ids it deleted.
+FORGET_LISTED = 100
+
+
 class ForgetResult(BaseModel):
     removed: int = Field(description="How many events were deleted.")
-    ids: list[str] = Field(description="The ids of the deleted events.")
+    ids: list[str] = Field(description=f"The ids of the deleted events (the first {FORGET_LISTED}).")
 
 
 class ListSizes(BaseModel):

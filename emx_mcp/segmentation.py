@@ -55,6 +55,9 @@ class Segment:
     surprise: float  # surprise of its first sentence (0.0 for the first segment)
 
 
+SURPRISE_BLOCK = 2048
+
+
 def surprise(vectors: Vectors, context: int) -> Floats:
     """Per sentence: 1 - cos(sentence, normalised mean of the `context` sentences before it).
 
@@ -62,13 +65,15 @@ def surprise(vectors: Vectors, context: int) -> Floats:
     """
     n = len(vectors)
     out = np.zeros(n, dtype=np.float64)
-    if n < 2:
-        return out
-    sums = np.vstack([np.zeros((1, vectors.shape[1])), np.cumsum(vectors, axis=0, dtype=np.float64)])
-    idx = np.arange(1, n)
-    lo = np.maximum(0, idx - context)
-    predicted = normalize((sums[idx] - sums[lo]).astype(np.float32))
-    out[1:] = 1.0 - np.einsum("ij,ij->i", predicted, vectors[1:])
+    # In blocks of sentences, each with the `context` before it: working memory stays a block's.
+    for first in range(1, n, SURPRISE_BLOCK):
+        stop = min(n, first + SURPRISE_BLOCK)
+        base = max(0, first - context)
+        part = vectors[base:stop]
+        sums = np.vstack([np.zeros((1, part.shape[1])), np.cumsum(part, axis=0, dtype=np.float64)])
+        idx = np.arange(first, stop) - base
+        predicted = normalize((sums[idx] - sums[np.maximum(0, idx - context)]).astype(np.float32))
+        out[first:stop] = 1.0 - np.einsum("ij,ij->i", predicted, vectors[first:stop])
     return out
 
 

@@ -14,14 +14,20 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import func_metadata
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
-from emx_mcp import __version__
+from emx_mcp import __version__, rendering
 from emx_mcp.errors import EmxError
+from emx_mcp.health import render
 from emx_mcp.prediction import Prediction
-from emx_mcp.retrieval import Hit
+from emx_mcp.retrieval import Hit, Recalled
 from emx_mcp.schemas import (
+    FORGET_LISTED,
+    PREVIEW_CHARS,
+    REMEMBER_DETAILS,
+    REMEMBER_IDS,
+    Duplicate,
     ForgetRequest,
     ForgetResult,
     HealthReport,
@@ -36,7 +42,7 @@ from emx_mcp.schemas import (
     RecallResult,
     RememberRequest,
     RememberResult,
-    StoredEvent,
+    StoredEpisode,
     parse,
     tool_schema,
 )
@@ -63,6 +69,7 @@ class ServiceTool(Tool):
 
     request_model: type[BaseModel]
     max_text_chars: int
+    render: Callable[[Any], str]
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
         arguments = _decode_json_strings(self.parameters, arguments)
@@ -80,7 +87,13 @@ class ServiceTool(Tool):
                 "bug whose details are in the server's log. Writes are all-or-nothing: before repeating a "
                 "remember, recall it (or give it an idempotency_key) to see whether it was stored."
             ) from None
-        return self.fn_metadata.convert_result(result) if convert_result else result
+        if not convert_result:
+            return result
+        structured = result.model_dump(mode="json")
+        reply = CallToolResult(
+            content=[TextContent(type="text", text=self.render(result))], structured_content=structured
+        )
+        return self.fn_metadata.convert_result(reply)
 
 
 def _decode_json_strings(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +123,7 @@ def service_tool(
     annotations: ToolAnnotations,
     request_model: type[BaseModel],
     handler: Callable[[Any], Awaitable[BaseModel]],
+    render: Callable[[Any], str],
     max_text_chars: int,
 ) -> ServiceTool:
     """A tool described by its handler's docstring and return type, taking `request_model`'s arguments."""
@@ -125,20 +139,38 @@ def service_tool(
         annotations=annotations,
         request_model=request_model,
         max_text_chars=max_text_chars,
+        render=render,
     )
 
 
-def stored(episode: Episode) -> StoredEvent:
+def remembered(episodes: list[Episode]) -> RememberResult:
+    first = episodes[0].event
+    return RememberResult(
+        session=first.session,
+        timestamp=rendering.second(first.timestamp),
+        stored=len(episodes),
+        positions=[first.position, episodes[-1].event.position],
+        ids=[e.event.id for e in episodes[:REMEMBER_IDS]],
+        episodes=[described(e) for e in episodes[:REMEMBER_DETAILS]],
+    )
+
+
+def described(episode: Episode) -> StoredEpisode:
     e = episode.event
-    surprise = None if episode.surprise is None else round(episode.surprise, 4)
-    return StoredEvent(
+    duplicate = (
+        None
+        if episode.duplicate_of is None
+        else Duplicate(id=episode.duplicate_of[0], similarity=episode.duplicate_of[1])
+    )
+    preview = e.text if len(e.text) <= PREVIEW_CHARS else e.text[: PREVIEW_CHARS - 1] + "\u2026"
+    return StoredEpisode(
         id=e.id,
-        text=e.text,
-        session=e.session,
         position=e.position,
-        timestamp=e.timestamp,
         sentences=episode.sentences,
-        surprise=surprise,
+        chars=len(e.text),
+        preview=preview,
+        surprise=None if episode.surprise is None else round(episode.surprise, 4),
+        duplicate_of=duplicate,
     )
 
 
@@ -147,14 +179,20 @@ def recalled(hit: Hit) -> RecalledEvent:
     return RecalledEvent(
         id=e.id,
         text=e.text,
-        score=hit.score,
+        score=round(hit.score, 4),
         session=e.session,
         position=e.position,
-        timestamp=e.timestamp,
+        timestamp=rendering.second(e.timestamp),
         metadata=e.metadata,
         via=hit.via,
         neighbour_of=hit.neighbour_of,
+        duplicates=hit.duplicates,
+        truncated=hit.truncated,
     )
+
+
+def results(found: Recalled) -> RecallResult:
+    return RecallResult(results=[recalled(h) for h in found.hits], omitted=found.omitted)
 
 
 def predicted(result: Prediction) -> PredictNextResult:
@@ -171,6 +209,7 @@ def predicted(result: Prediction) -> PredictNextResult:
     return PredictNextResult(
         method=result.method,  # type: ignore[arg-type]
         predictions=[recalled(h) for h in result.hits],
+        omitted=result.omitted,
         model=info,
     )
 
@@ -191,7 +230,7 @@ class MemoryTools:
         is ISO 8601 (default: now, UTC). Returns one item per episode with its id, position and
         boundary surprise; the call returns only once everything is durably on disk.
         """
-        return RememberResult(events=[stored(e) for e in await off_loop(self.service.remember, request)])
+        return remembered(await off_loop(self.service.remember, request))
 
     async def recall(self, request: RecallRequest) -> RecallResult:
         """Find the stored memories most similar in meaning to `query`, with what happened around them.
@@ -204,7 +243,7 @@ class MemoryTools:
         `since` / `until` (ISO 8601, inclusive) and `metadata` (exact match on top-level keys).
         A filter that matches nothing gives an empty list.
         """
-        return RecallResult(results=[recalled(h) for h in await off_loop(self.service.recall, request)])
+        return results(await off_loop(self.service.recall, request))
 
     async def recall_batch(self, request: RecallBatchRequest) -> RecallBatchResult:
         """Run several recalls at once (1-256 queries), faster than calling `recall` repeatedly.
@@ -214,7 +253,7 @@ class MemoryTools:
         per query, in the order given, each exactly as `recall` would return it.
         """
         batches = await off_loop(self.service.recall_batch, request)
-        return RecallBatchResult(results=[[recalled(h) for h in hits] for hits in batches])
+        return RecallBatchResult(results=[results(found) for found in batches])
 
     async def predict_next(self, request: PredictNextRequest) -> PredictNextResult:
         """Surface the stored memories you will most likely need next in a task.
@@ -246,7 +285,7 @@ class MemoryTools:
         unknown, nothing is deleted. Returns how many events were removed and their ids.
         """
         removed = await off_loop(self.service.forget, request)
-        return ForgetResult(removed=len(removed), ids=removed)
+        return ForgetResult(removed=len(removed), ids=removed[:FORGET_LISTED])
 
 
 def tools(service: MemoryService) -> list[Tool]:
@@ -254,12 +293,28 @@ def tools(service: MemoryService) -> list[Tool]:
     t = MemoryTools(service)
     limit = service.settings.max_text_chars
     return [
-        service_tool("remember", "Remember", WRITES, RememberRequest, t.remember, limit),
-        service_tool("recall", "Recall", READ_ONLY, RecallRequest, t.recall, limit),
-        service_tool("recall_batch", "Recall many", READ_ONLY, RecallBatchRequest, t.recall_batch, limit),
-        service_tool("predict_next", "Predict next", READ_ONLY, PredictNextRequest, t.predict_next, limit),
-        service_tool("index_health", "Index health", READ_ONLY, HealthRequest, t.index_health, limit),
-        service_tool("forget", "Forget", DELETES, ForgetRequest, t.forget, limit),
+        service_tool("remember", "Remember", WRITES, RememberRequest, t.remember, rendering.remember, limit),
+        service_tool("recall", "Recall", READ_ONLY, RecallRequest, t.recall, rendering.recall, limit),
+        service_tool(
+            "recall_batch",
+            "Recall many",
+            READ_ONLY,
+            RecallBatchRequest,
+            t.recall_batch,
+            rendering.recall_batch,
+            limit,
+        ),
+        service_tool(
+            "predict_next",
+            "Predict next",
+            READ_ONLY,
+            PredictNextRequest,
+            t.predict_next,
+            rendering.predict_next,
+            limit,
+        ),
+        service_tool("index_health", "Index health", READ_ONLY, HealthRequest, t.index_health, render, limit),
+        service_tool("forget", "Forget", DELETES, ForgetRequest, t.forget, rendering.forget, limit),
     ]
 
 

@@ -25,7 +25,7 @@ from emx_mcp.embedding import Encoder, Vectors, normalize
 from emx_mcp.errors import InvalidInput, StoreMismatch
 from emx_mcp.lvm.predictor import Predictors
 from emx_mcp.prediction import Prediction
-from emx_mcp.retrieval import Hit
+from emx_mcp.retrieval import Recalled
 from emx_mcp.schemas import (
     ForgetRequest,
     HealthReport,
@@ -37,7 +37,7 @@ from emx_mcp.schemas import (
     now,
 )
 from emx_mcp.storage.embedded import EmbeddedStore
-from emx_mcp.storage.events import Event, NewEvent, Receipt
+from emx_mcp.storage.records import Event, NewEvent, Receipt
 
 if TYPE_CHECKING:  # importing the trainer imports torch
     from emx_mcp.lvm.train import Outcome, TrainConfig
@@ -50,6 +50,7 @@ class Episode:
     event: Event
     surprise: float | None  # surprise of the sentence that opened it; None for the first of a call
     sentences: int
+    duplicate_of: tuple[str, float] | None = None  # (id, cosine) of an earlier near-identical episode
 
 
 class MemoryService:
@@ -138,10 +139,14 @@ class MemoryService:
             receipt = Receipt(request.idempotency_key, digest, json.dumps(shapes))
         vectors = segmentation.episode_vectors(sentence_vectors, segments)
         session = request.session or uuid.uuid4().hex
+        duplicates = retrieval.duplicates_of(self._store, request.namespace, vectors)
         events, earlier = self._store.append(request.namespace, session, items, vectors, receipt)
         if earlier is not None and receipt is not None:  # the same key won a race inside the store
             return self._episodes_of(request.namespace, receipt, earlier)
-        return [Episode(e, surprise, size) for e, (size, surprise) in zip(events, shapes, strict=True)]
+        return [
+            Episode(e, surprise, size, duplicate)
+            for e, (size, surprise), duplicate in zip(events, shapes, duplicates, strict=True)
+        ]
 
     def _episodes_of(self, namespace: str, receipt: Receipt, earlier: Receipt) -> list[Episode]:
         """The episodes an earlier call with this idempotency key stored (those not forgotten)."""
@@ -155,15 +160,17 @@ class MemoryService:
             Episode(e, shapes[e.id][1], shapes[e.id][0]) for e in self._store.events(namespace, earlier.ids)
         ]
 
-    def recall(self, request: RecallRequest) -> list[Hit]:
-        """The k stored episodes most similar to the query, each followed by its temporal neighbours."""
+    def recall(self, request: RecallRequest) -> Recalled:
+        """The episodes that best match the query, and their neighbours in time, within the reading budget."""
         self.open()
-        return retrieval.recall(self._store, self._encode([request.query]), request)[0]
+        queries = [request.query]
+        return retrieval.recall(self._store, queries, self._encode(queries), request, request.budget(1))[0]
 
-    def recall_batch(self, request: RecallBatchRequest) -> list[list[Hit]]:
+    def recall_batch(self, request: RecallBatchRequest) -> list[Recalled]:
         """`recall` for up to 256 queries with one encoder batch and one index search."""
         self.open()
-        return retrieval.recall(self._store, self._encode(request.queries), request)
+        budget = request.budget(len(request.queries))
+        return retrieval.recall(self._store, request.queries, self._encode(request.queries), request, budget)
 
     def forget(self, request: ForgetRequest) -> list[str]:
         """Remove events (by id, or a whole session) from the log and the index; return their ids."""

@@ -32,7 +32,7 @@ from emx_mcp.errors import InvalidInput
 from emx_mcp.files import atomic_writer
 from emx_mcp.schemas import EventId, Metadata, Namespace, SessionId, Text, Timestamp, parse
 from emx_mcp.service import MemoryService
-from emx_mcp.storage.events import Event
+from emx_mcp.storage.records import Event
 
 ENCODING = "f32le-base64"
 BATCH = 500

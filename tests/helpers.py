@@ -81,13 +81,14 @@ def remember(service: MemoryService, text: Any, **arguments: Any) -> list[Episod
 
 
 def recall(service: MemoryService, query: Any, **arguments: Any) -> list[Hit]:
+    """The hits of a recall (what fits its reading budget)."""
     request = parse(RecallRequest, {"query": query, **arguments}, service.settings.max_text_chars)
-    return service.recall(request)
+    return service.recall(request).hits
 
 
 def recall_batch(service: MemoryService, queries: Any, **arguments: Any) -> list[list[Hit]]:
     request = parse(RecallBatchRequest, {"queries": queries, **arguments}, service.settings.max_text_chars)
-    return service.recall_batch(request)
+    return [found.hits for found in service.recall_batch(request)]
 
 
 def forget(service: MemoryService, **arguments: Any) -> list[str]:

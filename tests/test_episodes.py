@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder
 from emx_mcp.errors import InvalidInput
-from emx_mcp.retrieval import CONTIGUITY_DECAY
 from emx_mcp.service import MemoryService
 from tests.helpers import open_service, recall, recall_batch, remember
 
@@ -84,40 +83,41 @@ STEPS = [
 ]
 
 
-def test_contiguity_returns_neighbours_after_each_hit(service: MemoryService) -> None:
-    ids = store_session(service, STEPS)
+PLAN = [
+    "charlie index tuning plan for the search cluster",
+    "charlie index tuning results: recall went up",
+    "lunch was pizza in the big room",
+]
+
+
+def test_a_neighbour_is_shown_on_its_own_merit(service: MemoryService) -> None:
+    ids = store_session(service, PLAN)
     hits = recall(service, "charlie index tuning results", k=1, contiguity=1)
-    assert [h.event.id for h in hits] == [ids[2], ids[1], ids[3]]
-    assert [h.via for h in hits] == ["similarity", "contiguity", "contiguity"]
-    assert hits[1].score == pytest.approx(hits[0].score * CONTIGUITY_DECAY)
-    wide = recall(service, "charlie index tuning results", k=1, contiguity=2)
-    assert [h.event.id for h in wide] == [ids[2], ids[1], ids[3], ids[0], ids[4]]
-    assert wide[3].score == pytest.approx(wide[0].score * CONTIGUITY_DECAY**2)
-    assert [h.event.id for h in recall(service, "charlie index tuning results", k=1, contiguity=0)] == [
-        ids[2]
-    ]
+    assert [h.event.id for h in hits] == [ids[1], ids[0]], "the related neighbour, not the lunch note"
+    assert [h.via for h in hits] == ["similarity", "contiguity"] and hits[1].neighbour_of == ids[1]
+    # Its score is its own: what it scores as a match of the same query.
+    alone = {h.event.id: h.score for h in recall(service, "charlie index tuning results", k=10, contiguity=0)}
+    assert hits[1].score == pytest.approx(alone[ids[0]]) and hits[1].score < hits[0].score
 
 
 def test_contiguity_never_repeats_an_event(service: MemoryService) -> None:
-    ids = store_session(service, STEPS)
-    hits = recall(service, "bravo design review of storage charlie index tuning results", k=2, contiguity=1)
+    ids = store_session(service, PLAN)
+    hits = recall(service, "charlie index tuning plan results", k=2, contiguity=2)
     assert len({h.event.id for h in hits}) == len(hits)
-    assert {h.event.id for h in hits} == set(ids[:4])
-    # Similarity hits first; a neighbour that is itself a hit keeps its similarity entry.
-    assert [h.via for h in hits] == ["similarity", "similarity", "contiguity", "contiguity"]
-    assert {h.event.id for h in hits[:2]} == {ids[1], ids[2]}
-    by_id = {h.event.id: h for h in hits}
-    assert by_id[ids[0]].neighbour_of == ids[1] and by_id[ids[3]].neighbour_of == ids[2]
+    assert {h.event.id for h in hits} == set(ids[:2])
+    assert all(h.via == "similarity" for h in hits), (
+        "a neighbour that is itself a match keeps its match entry"
+    )
 
 
-def test_first_k_results_are_the_similarity_results(service: MemoryService) -> None:
+def test_matches_are_the_same_with_or_without_neighbours(service: MemoryService) -> None:
     store_session(service, STEPS, session="a")
     store_session(service, [s.replace(" ", " and ") for s in STEPS], session="b")
     for query in ("storage design", "production rollout", "meeting notes"):
         two_stage = recall(service, query, k=3, contiguity=2)
         similarity = recall(service, query, k=3, contiguity=0)
-        assert [h.event.id for h in two_stage[:3]] == [h.event.id for h in similarity]
-        assert all(h.via == "contiguity" and h.neighbour_of for h in two_stage[3:])
+        assert [h.event.id for h in two_stage if h.via == "similarity"] == [h.event.id for h in similarity]
+        assert all(h.neighbour_of for h in two_stage if h.via == "contiguity")
 
 
 def test_contiguity_stays_in_the_session_and_namespace(service: MemoryService) -> None:
@@ -129,9 +129,9 @@ def test_contiguity_stays_in_the_session_and_namespace(service: MemoryService) -
 
 
 def test_recall_batch_has_contiguity_too(service: MemoryService) -> None:
-    ids = store_session(service, STEPS)
-    batch = recall_batch(service, ["alpha kickoff meeting notes", "echo retrospective and follow ups"], k=1)
-    assert [[h.event.id for h in hits] for hits in batch] == [[ids[0], ids[1]], [ids[4], ids[3]]]
+    ids = store_session(service, PLAN)
+    batch = recall_batch(service, ["charlie index tuning results", "lunch was pizza"], k=1)
+    assert [[h.event.id for h in hits] for hits in batch] == [[ids[1], ids[0]], [ids[2]]]
 
 
 def test_time_filters(service: MemoryService) -> None:
@@ -183,8 +183,12 @@ def test_filters_apply_to_neighbours(service: MemoryService) -> None:
         remember(service, t, session="s", metadata={"tag": "keep" if i != 1 else "drop"})[0].event.id
         for i, t in enumerate(STEPS[:3])
     ]
-    hits = recall(service, "alpha kickoff meeting notes", k=1, contiguity=1, metadata={"tag": "keep"})
-    assert [h.event.id for h in hits] == [ids[0]]
+    hits = recall(
+        service, "alpha kickoff meeting notes bravo design", k=1, contiguity=1, metadata={"tag": "keep"}
+    )
+    assert [h.event.id for h in hits] == [ids[0]], "the neighbour tagged drop is left out"
+    hits = recall(service, "alpha kickoff meeting notes bravo design", k=1, contiguity=1)
+    assert [h.event.id for h in hits] == [ids[0], ids[1]]
 
 
 def test_contiguity_bad_input(service: MemoryService) -> None:

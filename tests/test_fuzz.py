@@ -11,6 +11,7 @@ event log and the index hold exactly the same events.
 
 from __future__ import annotations
 
+import json
 import logging
 import string
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from mcp import Client, types
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder
+from emx_mcp.schemas import MAX_RESPONSE_BYTES
 from emx_mcp.server import build_server
 from emx_mcp.storage.embedded import EmbeddedStore
 from tests.helpers import open_with_store, remember
@@ -113,6 +115,7 @@ def argument_space(ids: list[str]) -> dict[str, dict[str, Pair]]:
             "metadata": (good_meta, json_values),
             "timestamp": (good_date, st.one_of(dates, json_values)),
             "namespace": (namespaces, hostile_ns),
+            "idempotency_key": (st.sampled_from(["k1", "k2", "k3"]), st.one_of(texts, json_values)),
         },
         "recall": {
             "query": (good_text, st.one_of(texts, json_values)),
@@ -123,6 +126,9 @@ def argument_space(ids: list[str]) -> dict[str, dict[str, Pair]]:
             "since": (good_date, st.one_of(dates, json_values)),
             "until": (good_date, st.one_of(dates, json_values)),
             "metadata": (good_meta, json_values),
+            "mode": (st.sampled_from(["hybrid", "semantic", "lexical"]), json_values),
+            "max_chars": (st.integers(100, 50_000), st.one_of(small_ints, json_values)),
+            "min_score": (st.floats(0, 1), json_values),
         },
         "recall_batch": {
             "queries": (
@@ -133,12 +139,14 @@ def argument_space(ids: list[str]) -> dict[str, dict[str, Pair]]:
             "contiguity": (st.integers(0, 5), st.one_of(small_ints, json_values)),
             "since": (good_date, st.one_of(dates, json_values)),
             "metadata": (good_meta, json_values),
+            "max_chars": (st.integers(100, 800), st.one_of(small_ints, json_values)),
         },
         "predict_next": {
             "session": (sessions, st.one_of(texts, json_values)),
             "after_event_id": (known_ids, st.one_of(texts, json_values)),
             "k": (st.integers(1, 100), st.one_of(small_ints, json_values)),
             "namespace": (namespaces, hostile_ns),
+            "max_chars": (st.integers(100, 50_000), st.one_of(small_ints, json_values)),
         },
         "index_health": {"namespace": (namespaces, st.one_of(hostile_ns, texts))},
         "forget": {
@@ -221,6 +229,10 @@ def test_every_call_ends_in_a_result_or_a_clear_error(
         # leaves the client (raw JSON carrying one is sent to the real server in test_stdio.py).
         assume(sendable(tool, args))
         result = portal.call(call, args)
+        text = "".join(getattr(c, "text", "") for c in result.content)
+        structured = json.dumps(result.structured_content).encode()
+        size = len(text.encode("utf-8", "surrogatepass")) + len(structured)
+        assert size <= MAX_RESPONSE_BYTES, f"{tool} answered {size:,} bytes to {args!r}"
         if result.is_error:
             message = " ".join(getattr(c, "text", "") for c in result.content)
             # A crash reaches the client as exactly this; a deliberate error says why after it.

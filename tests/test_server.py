@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from mcp import Client
 
+from emx_mcp.schemas import MAX_RESPONSE_BYTES
 from emx_mcp.service import MemoryService
 from tests.helpers import call, error_text
 
@@ -17,7 +19,7 @@ async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> 
     tools = {t.name: t for t in (await client.list_tools()).tools}
     assert {"remember", "recall"} <= tools.keys()
     remember, recall = tools["remember"], tools["recall"]
-    assert remember.output_schema is not None and "events" in remember.output_schema["properties"]
+    assert remember.output_schema is not None and "ids" in remember.output_schema["properties"]
     assert recall.output_schema is not None and "results" in recall.output_schema["properties"]
     assert recall.annotations is not None and recall.annotations.read_only_hint is True
     assert remember.annotations is not None and remember.annotations.read_only_hint is False
@@ -30,23 +32,25 @@ async def test_remember_then_recall(client: Client) -> None:
     stored = await call(
         client, "remember", text="The staging database lives on db-7.", metadata={"source": "ops"}
     )
-    (event,) = stored["events"]
-    assert set(event) == {"id", "text", "session", "position", "timestamp", "sentences", "surprise"}
-    assert event["surprise"] is None and event["sentences"] == 1
-    await call(client, "remember", text="Lunch was pizza.", session=event["session"])
-    found = await call(client, "recall", query="The staging database lives on db-7.", k=2)
+    assert (stored["stored"], stored["positions"], len(stored["ids"])) == (1, [0, 0], 1)
+    (episode,) = stored["episodes"]
+    assert set(episode) == {"id", "position", "sentences", "chars", "preview", "surprise", "duplicate_of"}
+    assert episode["surprise"] is None and episode["sentences"] == 1 and episode["id"] == stored["ids"][0]
+    assert "text" not in stored and "text" not in episode, "remember never echoes the text back"
+    await call(client, "remember", text="Lunch was pizza.", session=stored["session"])
+    found = await call(client, "recall", query="The staging database lives on db-7.", k=2, contiguity=0)
     top = found["results"][0]
-    assert top["id"] == event["id"] and top["metadata"] == {"source": "ops"} and top["via"] == "similarity"
-    assert top["score"] == pytest.approx(1.0, abs=1e-5)
-    assert [r["position"] for r in found["results"]] == [0, 1]
+    assert top["id"] == episode["id"] and top["metadata"] == {"source": "ops"} and top["via"] == "similarity"
+    assert top["score"] == pytest.approx(1.0, abs=1e-4)
+    assert found["omitted"] == 0
 
 
 async def test_session_is_returned_and_reused(client: Client) -> None:
-    first = (await call(client, "remember", text="step one"))["events"][0]
-    second = (await call(client, "remember", text="step two", session=first["session"]))["events"][0]
-    assert second["session"] == first["session"] and second["position"] == 1
+    first = await call(client, "remember", text="step one")
+    second = await call(client, "remember", text="step two", session=first["session"])
+    assert second["session"] == first["session"] and second["positions"] == [1, 1]
     only = await call(client, "recall", query="step", k=10, session=first["session"])
-    assert {r["id"] for r in only["results"]} == {first["id"], second["id"]}
+    assert {r["id"] for r in only["results"]} == {*first["ids"], *second["ids"]}
 
 
 BAD_REMEMBER = [
@@ -106,9 +110,9 @@ async def test_new_tools_are_annotated(client: Client) -> None:
 
 async def test_recall_batch_tool(client: Client) -> None:
     texts = ["Rotate the TLS certificates in March.", "The cat is called Miso.", "Backups run at 02:00."]
-    ids = [(await call(client, "remember", text=t))["events"][0]["id"] for t in texts]
+    ids = [(await call(client, "remember", text=t))["ids"][0] for t in texts]
     out = await call(client, "recall_batch", queries=[texts[2], texts[0]], k=1)
-    assert [[r["id"] for r in rows] for rows in out["results"]] == [[ids[2]], [ids[0]]]
+    assert [[r["id"] for r in rows["results"]] for rows in out["results"]] == [[ids[2]], [ids[0]]]
 
 
 @pytest.mark.parametrize(
@@ -126,7 +130,8 @@ async def test_recall_batch_bad_input(client: Client, arguments: dict[str, Any],
 
 
 async def test_forget_tool(client: Client, service: MemoryService) -> None:
-    first = (await call(client, "remember", text="The wifi password is hunter2."))["events"][0]
+    stored = await call(client, "remember", text="The wifi password is hunter2.")
+    first = {"id": stored["ids"][0], "session": stored["session"]}
     await call(client, "remember", text="Standup is at 9:30.", session=first["session"])
     refused = await error_text(client, "forget", ids=[first["id"]])
     assert "confirm=true" in refused and service.count() == 2
@@ -155,17 +160,18 @@ async def test_remember_returns_one_item_per_episode_with_surprise(client: Clien
         "We rebuilt the database index. Lunch options near the office include pizza. "
         "The pizza place closes early. Sushi is another lunch option."
     )
-    events = (await call(client, "remember", text=text))["events"]
-    assert len(events) >= 2
+    stored = await call(client, "remember", text=text)
+    events = stored["episodes"]
+    assert len(events) >= 2 and stored["ids"] == [e["id"] for e in events]
     assert events[0]["surprise"] is None and all(isinstance(e["surprise"], float) for e in events[1:])
-    assert sum(e["sentences"] for e in events) == 6
-    assert " ".join(e["text"] for e in events) == text
+    assert (
+        sum(e["sentences"] for e in events) == 6
+        and sum(e["chars"] for e in events) == len(text) - len(events) + 1
+    )
 
 
 async def test_recall_filters_and_contiguity_through_the_tool(client: Client) -> None:
-    first = (await call(client, "remember", text="sprint one planning", metadata={"team": "red"}))["events"][
-        0
-    ]
+    first = await call(client, "remember", text="sprint one planning", metadata={"team": "red"})
     await call(client, "remember", text="sprint one demo", session=first["session"], metadata={"team": "red"})
     await call(client, "remember", text="sprint two planning", metadata={"team": "blue"}, namespace="other")
     out = await call(client, "recall", query="sprint one planning", k=1)
@@ -177,7 +183,7 @@ async def test_recall_filters_and_contiguity_through_the_tool(client: Client) ->
     out = await call(client, "recall", query="sprint", since="2999-01-01T00:00:00Z")
     assert out["results"] == []
     batch = await call(client, "recall_batch", queries=["sprint one demo"], k=1, contiguity=0)
-    assert [r["text"] for r in batch["results"][0]] == ["sprint one demo"]
+    assert [r["text"] for r in batch["results"][0]["results"]] == ["sprint one demo"]
 
 
 @pytest.mark.parametrize(
@@ -227,11 +233,11 @@ async def test_a_retried_remember_with_its_idempotency_key_stores_nothing_twice(
     text = "The build cache moved to bucket b-17. Cold builds take 9 minutes now."
     first = await call(client, "remember", text=text, idempotency_key="call-0001", metadata={"k": 1})
     again = await call(client, "remember", text=text, idempotency_key="call-0001", metadata={"k": 1})
-    assert again == first and service.count() == len(first["events"])
+    assert again == first and service.count() == first["stored"]
     other = await error_text(client, "remember", text="something else", idempotency_key="call-0001")
-    assert "used before for a different call" in other and service.count() == len(first["events"])
+    assert "used before for a different call" in other and service.count() == first["stored"]
     elsewhere = await call(client, "remember", text=text, idempotency_key="call-0001", namespace="other")
-    assert elsewhere["events"][0]["id"] != first["events"][0]["id"]  # keys are per namespace
+    assert elsewhere["ids"][0] != first["ids"][0]  # keys are per namespace
 
 
 async def test_recall_batch_that_could_answer_too_much_is_refused_up_front(client: Client) -> None:
@@ -249,6 +255,77 @@ async def test_text_that_repeats_itself_is_stored_in_sane_episodes(
     client: Client, service: MemoryService
 ) -> None:
     text = " ".join(["Build step passed."] * 2500)  # 47,500 characters
-    events = (await call(client, "remember", text=text))["events"]
-    assert 100 <= len(events) <= 110 and all(e["sentences"] >= 20 for e in events)
-    assert service.count() == len(events)
+    stored = await call(client, "remember", text=text)
+    assert 100 <= stored["stored"] <= 110 and all(e["sentences"] >= 20 for e in stored["episodes"])
+    assert service.count() == stored["stored"] and len(stored["ids"]) == 100
+
+
+SHORT_NOTES = [
+    "The staging database moved to db-7 after the disk filled up on Monday.",
+    "Keys for the payment API rotate every ninety days; next rotation in March.",
+    "The design review for the search page moved to Tuesday at three.",
+    "Backups are verified by restoring one table from them every week.",
+    "The mobile build needs Xcode 17 on the CI runners from next sprint.",
+    "Standup moves to 9:45 while the Berlin team is on summer hours.",
+    "The staging database password now lives in the team vault, not the wiki.",
+    "Database migrations run in the deploy pipeline before the app restarts.",
+]
+
+
+def text_of(result: Any) -> str:
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+async def test_recall_text_is_mostly_memory_and_small(client: Client) -> None:
+    for note in SHORT_NOTES:
+        await call(client, "remember", text=note)
+    result = await client.call_tool("recall", {"query": "where is the staging database?", "k": 5})
+    text = text_of(result)
+    memory = sum(len(r["text"]) for r in result.structured_content["results"])  # type: ignore[index]
+    assert len(text) <= 2_000 and memory / len(text) >= 0.6, (len(text), memory, text)
+    first = result.structured_content["results"][0]  # type: ignore[index]
+    assert text.splitlines()[2] == first["text"], "best first, after one header line"
+
+
+async def test_remember_of_a_long_text_answers_briefly(client: Client, service: MemoryService) -> None:
+    sentences = [
+        f"Paragraph {i} of the design notes covers topic {i % 37} in detail, with numbers {i * 7}."
+        for i in range(1_700)
+    ]
+    text = " ".join(sentences)[:150_000]
+    result = await client.call_tool("remember", {"text": text})
+    assert not result.is_error and result.structured_content is not None
+    size = len(text_of(result)) + len(json.dumps(result.structured_content))
+    assert size < 5_000, size
+    stored = result.structured_content
+    assert stored["stored"] == service.count() and len(stored["ids"]) == min(100, stored["stored"])
+    assert len(stored["episodes"]) <= 5
+
+
+async def test_no_answer_passes_the_documented_cap(client: Client, service: MemoryService) -> None:
+    """The largest answers the limits allow stay under MAX_RESPONSE_BYTES."""
+    big = " ".join(
+        f"Sentence {i} about the incident, its causes and what we changed afterwards." for i in range(2_400)
+    )
+    for i in range(6):
+        await call(client, "remember", text=big[:190_000], session=f"s{i}")
+    calls = [
+        (
+            "recall",
+            {"query": "incident causes", "k": 100, "contiguity": 5, "max_chars": 50_000, "min_score": 0},
+        ),
+        (
+            "recall_batch",
+            {"queries": ["incident"] * 4, "k": 100, "contiguity": 5, "max_chars": 50_000, "min_score": 0},
+        ),
+        ("predict_next", {"k": 100, "max_chars": 50_000}),
+        ("index_health", {}),
+    ]
+    for tool, arguments in calls:
+        result = await client.call_tool(tool, arguments)
+        assert not result.is_error, result.content
+        size = len(text_of(result).encode()) + len(json.dumps(result.structured_content).encode())
+        assert size <= MAX_RESPONSE_BYTES, (tool, size)
+    ids = [f"missing-{i}" for i in range(10_000)]
+    refused = await client.call_tool("forget", {"ids": ids, "confirm": True})
+    assert refused.is_error and len(text_of(refused).encode()) <= MAX_RESPONSE_BYTES

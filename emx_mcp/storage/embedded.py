@@ -18,8 +18,9 @@ from emx_mcp.config import Settings
 from emx_mcp.embedding import Vectors
 from emx_mcp.errors import StoreMismatch
 from emx_mcp.storage import training
-from emx_mcp.storage.events import Event, EventLog, Filters, NewEvent, Receipt
+from emx_mcp.storage.events import EventLog
 from emx_mcp.storage.index import Ids, Scores, VectorIndex
+from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 from emx_mcp.storage.replica import Replica
 from emx_mcp.storage.store import Match, StoreStats
 
@@ -225,6 +226,19 @@ class EmbeddedStore:
             out_scores[:, :top] = np.take_along_axis(sims, order, axis=1)
             out_ids[:, :top] = seqs[order]
         return out_scores, out_ids
+
+    def search_text(
+        self, namespace: str, query: str, limit: int, filters: Filters
+    ) -> list[tuple[int, float]]:
+        """(seq, BM25 score) of the `limit` events of `namespace` passing `filters` whose words best match."""
+        return self.log.lexical_search(namespace, query, filters, limit)
+
+    def events_at(self, namespace: str, seqs: Sequence[int]) -> dict[int, tuple[Event, Vectors]]:
+        """The events of `namespace` with these seqs, each with its stored vector (dim,)."""
+        found = self.log.by_seqs(seqs)
+        kept = np.array([seq for seq, e in found.items() if e.namespace == namespace], dtype=np.int64)
+        have, vectors = self.log.vectors_of(kept, self.dim)
+        return {int(seq): (found[int(seq)], vectors[i]) for i, seq in enumerate(have)}
 
     def neighbours(
         self, namespace: str, anchors: Sequence[tuple[str, int]], reach: int, filters: Filters

@@ -17,7 +17,6 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,11 +25,14 @@ import numpy.typing as npt
 
 from emx_mcp.embedding import Vectors
 from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch
+from emx_mcp.storage import lexical
+from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 
 T = TypeVar("T")
 
 # 2: forgotten events keep their ids (tombstones), the store has an identity, idempotency keys.
-SCHEMA_VERSION = 2
+# 3: the lexical index (storage/lexical.py).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -92,76 +94,9 @@ def decode_vectors(blobs: Sequence[bytes], dim: int) -> Vectors:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    seq: int
-    id: str
-    namespace: str
-    session: str
-    position: int
-    timestamp: str
-    text: str
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """Which events a recall may return, beyond the namespace. Timestamps are normalised ISO 8601 UTC."""
-
-    session: str | None = None
-    since: str | None = None  # inclusive
-    until: str | None = None  # inclusive
-    metadata: dict[str, Any] | None = None  # equality on top-level keys
-
-    @property
-    def any(self) -> bool:
-        return any(v is not None for v in (self.session, self.since, self.until, self.metadata))
-
-    def sql(self, namespace: str, table: str = "") -> tuple[str, list[object]]:
-        """A WHERE clause (without the keyword) and its parameters; `table` qualifies the columns."""
-        p = f"{table}." if table else ""
-        clauses: list[str] = [f"{p}namespace = ?"]
-        params: list[object] = [namespace]
-        if self.session is not None:
-            clauses.append(f"{p}session = ?")
-            params.append(self.session)
-        if self.since is not None:
-            clauses.append(f"{p}timestamp >= ?")
-            params.append(self.since)
-        if self.until is not None:
-            clauses.append(f"{p}timestamp <= ?")
-            params.append(self.until)
-        for key, value in (self.metadata or {}).items():
-            path = '$."' + key + '"'
-            if value is None:
-                clauses.append(f"json_type({p}metadata, ?) = 'null'")
-                params.append(path)
-            else:
-                # Same JSON type and value: true matches true, not 1; "1" matches "1", not 1.
-                encoded = json.dumps(value, ensure_ascii=False, sort_keys=True)
-                clauses.append(
-                    f"json_type({p}metadata, ?) = json_type(?) "
-                    f"AND json_extract({p}metadata, ?) = json_extract(?, '$')"
-                )
-                params += [path, encoded, path, encoded]
-        return " AND ".join(clauses), params
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What a `remember` with an idempotency key leaves behind, to answer a repeat of it."""
-
-    key: str
-    digest: str  # of the request as the client sent it
-    detail: str  # JSON the caller wants back on a repeat (sizes and surprises of the episodes)
-    ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    text: str
-    timestamp: str
-    metadata: dict[str, Any]
+def new_id() -> str:
+    """A new event id: 16 hex digits (64 random bits), short enough to read and to list."""
+    return uuid.uuid4().hex[:16]
 
 
 def _row_to_event(row: tuple[Any, ...]) -> Event:
@@ -304,6 +239,14 @@ class EventReader:
                     taken[place] = str(row[0])
         return found, taken
 
+    def lexical_search(
+        self, namespace: str, query: str, filters: Filters, limit: int
+    ) -> list[tuple[int, float]]:
+        """(seq, BM25 score) of the events of `namespace` passing `filters` whose words best match `query`."""
+        with self._lock:
+            found: list[tuple[int, float]] = lexical.search(self._conn, namespace, query, filters, limit)
+        return found
+
     def matching_seqs(self, namespace: str, filters: Filters) -> npt.NDArray[np.int64]:
         """Seqs of the events of `namespace` that pass `filters`."""
         where, params = filters.sql(namespace)
@@ -379,6 +322,9 @@ class EventLog(EventReader):
                 )
             if version is not None and int(version) < 2:
                 self._conn.execute("ALTER TABLE forgotten ADD COLUMN id TEXT")
+            self._conn.execute(lexical.SCHEMA)
+            if version is not None and int(version) < 3:
+                lexical.rebuild(self._conn)
             self._meta_set("schema_version", str(SCHEMA_VERSION))
             if self._meta_get("store_id") is None:
                 self._meta_set("store_id", uuid.uuid4().hex)
@@ -450,7 +396,7 @@ class EventLog(EventReader):
             events = [
                 Event(
                     0,
-                    uuid.uuid4().hex,
+                    new_id(),
                     namespace,
                     session,
                     start + i,
@@ -533,6 +479,7 @@ class EventLog(EventReader):
             )
             assert cursor.lastrowid is not None
             stored.append(dataclasses.replace(event, seq=cursor.lastrowid))
+        lexical.add(self._conn, [(e.seq, e.namespace, e.session, e.position, e.text) for e in stored])
         return stored
 
     # -- reads --------------------------------------------------------------------------------
@@ -566,7 +513,16 @@ class EventLog(EventReader):
                     raise NotFound(
                         f"no session {str(session)[:80]!r} in namespace {namespace!r}; nothing was forgotten."
                     )
+            places = (
+                self._conn.execute(
+                    f"SELECT seq, namespace, session, position FROM events WHERE seq IN ({marks(len(rows))})",
+                    [seq for seq, _ in rows],
+                ).fetchall()
+                if rows
+                else []
+            )
             self._conn.executemany("DELETE FROM events WHERE seq = ?", [(seq,) for seq, _ in rows])
+            lexical.remove(self._conn, places)
             self._conn.executemany(
                 "INSERT INTO forgotten (seq, namespace, id) VALUES (?, ?, ?)",
                 [(seq, namespace, event_id) for seq, event_id in rows],

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from emx_mcp.storage.events import Event
 from emx_mcp.storage.index import IndexStats
+from emx_mcp.storage.records import Event
 
 
 class Match(NamedTuple):

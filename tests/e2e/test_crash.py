@@ -120,7 +120,7 @@ def remember_until_killed(data_dir: Path, trial: int, rng: random.Random) -> lis
                 break  # killed before the answer was complete: not acknowledged
             reply = json.loads(line)
             assert not reply["result"]["isError"], reply
-            acked.append((reply["result"]["structuredContent"]["events"][0]["id"], text))
+            acked.append((reply["result"]["structuredContent"]["ids"][0], text))
     except (BrokenPipeError, ValueError):
         pass
     finally:

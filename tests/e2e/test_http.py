@@ -46,7 +46,7 @@ async def remember_and_recall(client: Client) -> None:
     stored = await client.call_tool("remember", {"text": text})
     assert not stored.is_error, stored.content
     assert stored.structured_content is not None
-    event_id = stored.structured_content["events"][0]["id"]
+    event_id = stored.structured_content["ids"][0]
     found = await client.call_tool("recall", {"query": "when is the quarterly report due?", "k": 1})
     assert found.structured_content is not None
     top = found.structured_content["results"][0]

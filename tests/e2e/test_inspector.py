@@ -45,7 +45,7 @@ def list_remember_recall(target: list[str]) -> None:
         target, "--method", "tools/call", "--tool-name", "remember", "--tool-arg", f"text={TEXT}"
     )
     assert stored["isError"] is False
-    event_id = stored["structuredContent"]["events"][0]["id"]
+    event_id = stored["structuredContent"]["ids"][0]
 
     found = inspect(
         target,

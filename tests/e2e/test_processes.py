@@ -41,8 +41,8 @@ async def test_two_servers_share_one_data_directory(tmp_path: Path) -> None:
             result = await client.call_tool("remember", {"text": note, "session": f"agent-{agent}"})
             assert not result.is_error, result.content
             assert result.structured_content is not None
-            (event,) = result.structured_content["events"]
-            acknowledged[event["id"]] = note
+            (event_id,) = result.structured_content["ids"]
+            acknowledged[event_id] = note
 
     async with (
         Client(params, read_timeout_seconds=180) as a,
@@ -65,7 +65,7 @@ async def test_two_servers_share_one_data_directory(tmp_path: Path) -> None:
                 found = await client.call_tool("recall_batch", {"queries": chunk, "k": 1, "contiguity": 0})
                 assert found.structured_content is not None
                 for query, results in zip(chunk, found.structured_content["results"], strict=True):
-                    assert results[0]["id"] == by_text[query], query
+                    assert results["results"][0]["id"] == by_text[query], query
     # A third process, started afterwards from the snapshots the two wrote, sees everything too.
     async with Client(params, read_timeout_seconds=180) as c:
         health = await c.call_tool("index_health", {})

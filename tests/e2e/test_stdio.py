@@ -32,9 +32,9 @@ async def test_remember_and_recall_over_stdio_with_the_real_model(tmp_path: Path
             )
             assert not result.is_error, result.content
             assert result.structured_content is not None
-            episodes = result.structured_content["events"]
-            assert " ".join(e["text"] for e in episodes).split() == p["text"].split()
-            ids[p["title"]] = {e["id"] for e in episodes}
+            stored = result.structured_content
+            assert sum(e["sentences"] for e in stored["episodes"]) >= stored["stored"]
+            ids[p["title"]] = set(stored["ids"])
         # Paraphrased questions, sharing few words with the paragraphs: only a real model gets these.
         questions = {
             "Alabama": "Which US state in the South has Montgomery as its capital?",
@@ -114,7 +114,9 @@ def test_a_request_the_sdk_cannot_parse_is_answered_not_dropped(tmp_path: Path) 
         garbage = send("{this is not json")
         assert garbage["id"] is None and garbage["error"]["code"] == -32700
         ok = send(call.replace("\\ud83e", "\\ud83e\\udde0").replace('"id":2', '"id":3'))  # the whole emoji
-        assert ok["id"] == 3 and ok["result"]["structuredContent"]["events"][0]["text"] == "cut \U0001f9e0"
+        assert (
+            ok["id"] == 3 and ok["result"]["structuredContent"]["episodes"][0]["preview"] == "cut \U0001f9e0"
+        )
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=120) == 0
@@ -146,10 +148,11 @@ async def test_recall_batch_over_stdio_is_searched_list_by_list(tmp_path: Path) 
         assert (await health())["batch_kernels"] == "ready"
         result = await client.call_tool("recall_batch", {"queries": queries, "k": 1, "contiguity": 0})
         assert result.structured_content is not None and first.structured_content is not None
-        kernels, faiss = result.structured_content["results"], first.structured_content["results"]
+        kernels = [r["results"] for r in result.structured_content["results"]]
+        faiss = [r["results"] for r in first.structured_content["results"]]
         assert [hits[0]["text"] for hits in kernels] == queries
         assert [hits[0]["id"] for hits in kernels] == [hits[0]["id"] for hits in faiss]
-        assert all(abs(a[0]["score"] - b[0]["score"]) < 1e-5 for a, b in zip(kernels, faiss, strict=True))
+        assert all(abs(a[0]["score"] - b[0]["score"]) < 1e-4 for a, b in zip(kernels, faiss, strict=True))
 
 
 async def test_tools_list_shows_the_limits_of_every_argument(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from emx_mcp.errors import StoreMismatch
-from emx_mcp.storage.events import EventLog, NewEvent
+from emx_mcp.storage.events import EventLog
+from emx_mcp.storage.records import NewEvent
 
 
 def vecs(n: int, dim: int = 4) -> np.ndarray:
@@ -76,8 +77,8 @@ def test_model_binding_refuses_another_model(tmp_path: Path) -> None:
     log.close()
 
 
-def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
-    """Power loss: a commit is on disk when `append` returns (WAL, synchronous=FULL)."""
+def test_wal_and_full_synchronous_are_set(tmp_path: Path) -> None:
+    """The settings under which SQLite fsyncs the log at every commit; a power cut itself is not staged."""
     log = EventLog(tmp_path / "events.sqlite3")
     ((mode,),) = log.pragma("PRAGMA journal_mode")
     ((sync,),) = log.pragma("PRAGMA synchronous")
@@ -89,7 +90,7 @@ def test_insert_keeps_ids_and_places_and_refuses_a_taken_one(tmp_path: Path) -> 
     """Import's store step: ids and positions as given; a collision (another writer got there
     between import's check and its store) raises PlaceTaken and writes nothing of the batch."""
     from emx_mcp.errors import PlaceTaken
-    from emx_mcp.storage.events import Event
+    from emx_mcp.storage.records import Event
 
     log = EventLog(tmp_path / "e.db")
     (held,), _ = log.append("default", "s", [item("already here")], vecs(1))

@@ -1,0 +1,80 @@
+"""The text block of each tool result: a compact rendering for the model that reads it.
+
+The structured content keeps every field; the text is what most clients show the model, so it
+spends its characters on memory text: one header line per item (date, session, position, score),
+then the text.
+"""
+
+from __future__ import annotations
+
+from emx_mcp.schemas import (
+    ForgetResult,
+    PredictNextResult,
+    RecallBatchResult,
+    RecalledEvent,
+    RecallResult,
+    RememberResult,
+)
+
+SESSION_SHOWN = 6  # leading characters of a session id in item headers
+
+
+def second(timestamp: str) -> str:
+    """'2026-11-21T13:47:13.150668Z' as '2026-11-21T13:47:13Z'."""
+    return timestamp[:19] + "Z" if len(timestamp) >= 19 else timestamp
+
+
+def _minute(timestamp: str) -> str:
+    return timestamp[:16].replace("T", " ")
+
+
+def item(event: RecalledEvent) -> str:
+    parts = [
+        _minute(event.timestamp),
+        f"{event.session[:SESSION_SHOWN]}#{event.position}",
+        f"{event.score:.2f}",
+    ]
+    if event.duplicates:
+        parts.append(f"+{event.duplicates} alike")
+    if event.truncated:
+        parts.append("cut")
+    return f"[{' · '.join(parts)}]\n{event.text}"
+
+
+def recall(result: RecallResult) -> str:
+    head = f"{len(result.results)} memories" if result.results else "No memory matched."
+    if result.omitted:
+        head += f" ({result.omitted} more left out by max_chars)"
+    return "\n".join([head + ":" if result.results else head, *(item(e) for e in result.results)])
+
+
+def recall_batch(result: RecallBatchResult) -> str:
+    return "\n\n".join(f"Query {i + 1}: {recall(r)}" for i, r in enumerate(result.results))
+
+
+def remember(result: RememberResult) -> str:
+    first, last = result.positions
+    where = f"position {first}" if first == last else f"positions {first}-{last}"
+    lines = [
+        f"Stored {result.stored} episode(s) in session {result.session}, {where}, at {result.timestamp}."
+    ]
+    for e in result.episodes:
+        note = f"; nearly the same as {e.duplicate_of.id}" if e.duplicate_of else ""
+        lines.append(f"#{e.position} {e.id} ({e.sentences} sentences{note}): {e.preview}")
+    rest = result.stored - len(result.episodes)
+    if rest:
+        lines.append(f"... and {rest} more: ids in the structured result.")
+    return "\n".join(lines)
+
+
+def predict_next(result: PredictNextResult) -> str:
+    head = f"{len(result.predictions)} memories likely needed next (method {result.method})"
+    if result.omitted:
+        head += f"; {result.omitted} more left out by max_chars"
+    return "\n".join([head + ":", *(item(e) for e in result.predictions)])
+
+
+def forget(result: ForgetResult) -> str:
+    listed = ", ".join(result.ids)
+    more = f" and {result.removed - len(result.ids)} more" if result.removed > len(result.ids) else ""
+    return f"Forgot {result.removed} event(s): {listed}{more}." if result.removed else "Forgot nothing."
