@@ -218,8 +218,9 @@ def evaluate(convs: list[Conversation], encoder: DiskCachedEncoder, work: Path) 
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        "| ingest | ranking | k | turns read | tokens read | evidence any@k | all@k | session any@k | NDCG@10 "
-        "| MiniLM over turns, same turns: any | BM25 over turns, same turns: any | lead over the better baseline |",
+        "| ingest | ranking | k | turns read | tokens read | evidence any@k | all@k | session any@k "
+        "| NDCG@10 | MiniLM over turns, same turns: any | BM25 over turns, same turns: any "
+        "| lead over the better baseline |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in report.items():
