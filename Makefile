@@ -48,10 +48,13 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python benchmarks/conversation_recall.py
 	$(BIN)/python benchmarks/ingest_recall.py
 	$(BIN)/python benchmarks/index_quality.py
 	$(BIN)/python benchmarks/batch_search.py
 	$(BIN)/python benchmarks/segmentation.py
+	$(BIN)/python benchmarks/segmentation_memory.py
+	$(BIN)/python benchmarks/snapshots.py
 	$(BIN)/python benchmarks/retrieval_quality.py
 	$(BIN)/python benchmarks/lvm.py
 	$(BIN)/python benchmarks/health_example.py

@@ -181,7 +181,7 @@ def recall_batch(service: Any, queries: list[str], **arguments: Any) -> Any:
     from emx_mcp.schemas import RecallBatchRequest, parse
 
     request = parse(RecallBatchRequest, {"queries": queries, **arguments}, service.settings.max_text_chars)
-    return service.recall_batch(request)
+    return [found.hits for found in service.recall_batch(request)]
 
 
 class DiskCachedEncoder:

@@ -42,7 +42,7 @@ def item(event: RecalledEvent) -> str:
 
 
 def recall(result: RecallResult) -> str:
-    head = f"{len(result.results)} memories" if result.results else "No memory matched."
+    head = _count(len(result.results), "memory", "memories") if result.results else "No memory matched."
     if result.omitted:
         head += f" ({result.omitted} more left out by max_chars)"
     return "\n".join([head + ":" if result.results else head, *(item(e) for e in result.results)])
@@ -68,7 +68,9 @@ def remember(result: RememberResult) -> str:
 
 
 def predict_next(result: PredictNextResult) -> str:
-    head = f"{len(result.predictions)} memories likely needed next (method {result.method})"
+    head = (
+        f"{_count(len(result.predictions), 'memory', 'memories')} likely needed next (method {result.method})"
+    )
     if result.omitted:
         head += f"; {result.omitted} more left out by max_chars"
     return "\n".join([head + ":", *(item(e) for e in result.predictions)])
@@ -77,4 +79,12 @@ def predict_next(result: PredictNextResult) -> str:
 def forget(result: ForgetResult) -> str:
     listed = ", ".join(result.ids)
     more = f" and {result.removed - len(result.ids)} more" if result.removed > len(result.ids) else ""
-    return f"Forgot {result.removed} event(s): {listed}{more}." if result.removed else "Forgot nothing."
+    return (
+        f"Forgot {_count(result.removed, 'event', 'events')}: {listed}{more}."
+        if result.removed
+        else "Forgot nothing."
+    )
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
