@@ -90,15 +90,55 @@ def all_sentences() -> list[str]:
         return sentences(count)
 
 
-def minilm_embeddings(texts: list[str]) -> np.ndarray:
+def make_encoder(backend: str = "torch") -> Any:
+    """The packaged all-MiniLM-L6-v2 run by `backend`: torch, onnx, onnx-int8 (dynamic int8 weights,
+    one scale per tensor) or onnx-int8-channel (one scale per output channel).
+
+    ONNX exports are kept in benchmarks/cache/models, as the server keeps them in its data directory.
+    """
+    from emx_mcp.embedding import DEFAULT_MODEL_ID, SentenceTransformerEncoder
+    from emx_mcp.onnx_runtime import OnnxEncoder, model_folder
+
+    if backend == "torch":
+        return SentenceTransformerEncoder()
+    if backend == "onnx":
+        return OnnxEncoder(None, CACHE / "models", DEFAULT_MODEL_ID)
+    if backend in ("onnx-int8", "onnx-int8-channel"):
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        per_channel = backend == "onnx-int8-channel"
+        fp32_encoder = OnnxEncoder(None, CACHE / "models", DEFAULT_MODEL_ID)
+        fp32_encoder.load()  # exports the fp32 model once
+        fp32 = fp32_encoder._cache_path(model_folder(None))
+        int8 = fp32.with_name(fp32.stem + ("-int8-channel.onnx" if per_channel else "-int8.onnx"))
+        if not int8.exists():
+            quantize_dynamic(
+                str(fp32),
+                str(int8),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+            digest = hashlib.sha256(int8.read_bytes()).hexdigest()
+            int8.with_suffix(".onnx.sha256").write_text(digest + "\n")
+
+        class Int8(OnnxEncoder):
+            def _cache_path(self, folder: Path) -> Path:
+                return int8
+
+        return Int8(None, CACHE / "models", DEFAULT_MODEL_ID)
+    raise ValueError(f"unknown encoder backend {backend!r}")
+
+
+def minilm_embeddings(texts: list[str], backend: str = "torch") -> np.ndarray:
     """all-MiniLM-L6-v2 embeddings (n, 384) of `texts`, cached in benchmarks/cache by content hash."""
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    path = CACHE / f"minilm_{len(texts)}_{digest}.npy"
+    suffix = "" if backend == "torch" else f"_{backend}"
+    path = CACHE / f"minilm_{len(texts)}_{digest}{suffix}.npy"
     if path.exists():
         return np.load(path)
-    from emx_mcp.embedding import SentenceTransformerEncoder
-
-    vectors = SentenceTransformerEncoder().encode(texts)
+    vectors = make_encoder(backend).encode(texts)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
@@ -117,11 +157,9 @@ def glove_vectors() -> np.ndarray:
 class CachedEncoder:
     """The real model, with known sentences precomputed (benchmarks/cache) to save minutes."""
 
-    def __init__(self, sentences: list[str]) -> None:
-        from emx_mcp.embedding import SentenceTransformerEncoder
-
-        self.inner = SentenceTransformerEncoder()
-        self.cache = dict(zip(sentences, minilm_embeddings(sentences), strict=True))
+    def __init__(self, sentences: list[str], backend: str = "torch") -> None:
+        self.inner = make_encoder(backend)
+        self.cache = dict(zip(sentences, minilm_embeddings(sentences, backend), strict=True))
 
     @property
     def model_id(self) -> str:
@@ -187,11 +225,9 @@ def recall_batch(service: Any, queries: list[str], **arguments: Any) -> Any:
 class DiskCachedEncoder:
     """The real model, remembering every text it has encoded in benchmarks/cache/<name>.npz."""
 
-    def __init__(self, name: str) -> None:
-        from emx_mcp.embedding import SentenceTransformerEncoder
-
-        self.inner = SentenceTransformerEncoder()
-        self.path = CACHE / f"{name}.npz"
+    def __init__(self, name: str, backend: str = "torch") -> None:
+        self.inner = make_encoder(backend)
+        self.path = CACHE / (f"{name}.npz" if backend == "torch" else f"{name}_{backend}.npz")
         self.cache: dict[str, np.ndarray] = {}
         self.dirty = False
         if self.path.exists():

@@ -46,6 +46,7 @@ from emx_mcp.storage import lexical
 KS = (1, 2, 3, 5, 10)
 CONFIGS: dict[str, dict[str, Any]] = {"today": {"mode": "semantic", "min_score": 0.0}, "default": {}}
 INGESTS = ("session", "turn")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo"
 
 Ranked = list[frozenset[str]]  # the turns each returned item holds, best first
 
@@ -272,20 +273,22 @@ def plot(report: dict[str, Any]) -> None:
     fig.savefig(RESULTS / "conversation_recall.png", dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo"
-    )
-    args = parser.parse_args()
-    convs = load(args.data)
-    encoder = DiskCachedEncoder("conversations")
+def evaluate_with(convs: list[Conversation], backend: str = "torch") -> dict[str, Any]:
+    """The report with the model run by `backend` (see common.make_encoder); vectors cached on disk."""
+    encoder = DiskCachedEncoder("conversations", backend)
     work = Path(tempfile.mkdtemp(prefix="emx-conversations-"))
     try:
-        report = evaluate(convs, encoder, work)
+        return evaluate(convs, encoder, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         encoder.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args()
+    report = evaluate_with(load(args.data))
     save("conversation_recall", report, table(report))
     plot(report)
 

@@ -1,13 +1,25 @@
-"""Load: 8 concurrent clients over streamable HTTP, mixed remember / recall / recall_batch, 60 s.
+"""Load: many concurrent clients over streamable HTTP, mixed remember / recall / recall_batch.
 
 A real `emx-mcp serve --transport http` (real model, bearer token, fresh data directory) on
-loopback. Each client is its own MCP session and loops until the time is up: remember a real
-Wikipedia paragraph (40%), recall one real sentence (40%), or recall_batch eight (20%). Reported:
-requests per second, p50/p95/p99 latency per tool, errors (must be 0), and at the end whether
-every acknowledged event is recallable (its own text as the query finds it first) and whether
-the log and the index hold exactly the acknowledged events.
+loopback, once per server configuration and client count, all in one run:
 
-    .venv/bin/python benchmarks/load.py [--clients 8] [--seconds 60]
+- `today`: the torch encoder, every request encoding on its own (EMX_ENCODER_BACKEND=torch,
+  EMX_ENCODER_COALESCE=false), as the server was before coalescing;
+- `onnx`: the ONNX Runtime encoder, not coalesced;
+- `coalesced`: the ONNX Runtime encoder with coalescing (the defaults).
+
+Each client is its own MCP session and loops until the time is up: remember a real Wikipedia
+paragraph (40%), recall one real sentence (40%), or recall_batch eight (20%). The server has
+loaded its model before the clock starts (index_health says when). Reported: requests per second,
+p50/p95/p99 latency per tool, errors (must be 0), and the encoder's mean batch (index_health).
+Afterwards the server is stopped, its memories exported with `emx-mcp export`, and it is started
+again: the exported events must be exactly the acknowledged ones, and every one must be recalled
+first by its own text.
+
+Then one client over stdio (on a copy of the last data directory): `recall` p50 with coalescing on
+and off, and the time from process start to the first answered recall.
+
+    .venv/bin/python benchmarks/load.py [--clients 8 32] [--seconds 60] [--configs today onnx coalesced]
 """
 
 from __future__ import annotations
@@ -30,11 +42,17 @@ from typing import Any
 
 import anyio
 import httpx2
-from common import DATA, percentile, save, sentences
-from mcp import Client
+from common import DATA, RESULTS, percentile, save, sentences, summary_ms
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 WEIGHTS = {"remember": 0.4, "recall": 0.4, "recall_batch": 0.2}
+CONFIGS = {
+    "today": {"EMX_ENCODER_BACKEND": "torch", "EMX_ENCODER_COALESCE": "false"},
+    "onnx": {"EMX_ENCODER_BACKEND": "onnx", "EMX_ENCODER_COALESCE": "false"},
+    "coalesced": {"EMX_ENCODER_BACKEND": "onnx", "EMX_ENCODER_COALESCE": "true"},
+}
+EMX = Path(sys.executable).with_name("emx-mcp")
 
 
 def paragraphs() -> list[str]:
@@ -52,50 +70,73 @@ def free_port() -> int:
         return port
 
 
-def start_server(data_dir: Path, token: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
+def environment(data_dir: Path, config: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMX_")}
-    env.update(
-        EMX_DATA_DIR=str(data_dir),
-        EMX_TRANSPORT="http",
-        EMX_PORT=str(port),
-        EMX_AUTH_TOKEN=token,
-        EMX_LOG_LEVEL="WARNING",
-    )
-    stderr = data_dir.parent / "server.stderr"
-    with stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("emx-mcp")), "serve"], env=env, stderr=err
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"http://127.0.0.1:{port}/mcp", stderr
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(stderr.read_text()[-2000:]) from None
-            time.sleep(0.2)
+    env.update(EMX_DATA_DIR=str(data_dir), EMX_LOG_LEVEL="WARNING", **CONFIGS[config], **extra)
+    return env
 
 
-def connect(url: str, token: str) -> tuple[httpx2.AsyncClient, Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=300)
-    return http, Client(streamable_http_client(url, http_client=http), read_timeout_seconds=300)
+class HttpServer:
+    """`emx-mcp serve --transport http` on a free loopback port, stopped with SIGTERM."""
+
+    def __init__(self, data_dir: Path, config: str, token: str) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/mcp"
+        self.token = token
+        env = environment(data_dir, config, EMX_TRANSPORT="http", EMX_PORT=str(port), EMX_AUTH_TOKEN=token)
+        self.stderr = data_dir.parent / f"server-{config}.stderr"
+        with self.stderr.open("ab") as err:
+            self.process = subprocess.Popen([str(EMX), "serve"], env=env, stderr=err)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(self.stderr.read_text()[-2000:]) from None
+                time.sleep(0.2)
+
+    def connect(self) -> tuple[httpx2.AsyncClient, Client]:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {self.token}"}, timeout=300)
+        return http, Client(streamable_http_client(self.url, http_client=http), read_timeout_seconds=300)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(120)
+
+    def tracebacks(self) -> int:
+        return self.stderr.read_text(errors="replace").count("Traceback")
 
 
-async def run_load(url: str, token: str, clients: int, seconds: float) -> dict[str, Any]:
-    rng = random.Random(20261121)
+async def health(server: HttpServer) -> dict[str, Any]:
+    http, client = server.connect()
+    async with http, client:
+        result = await client.call_tool("index_health", {})
+    assert result.structured_content is not None, result.content
+    return result.structured_content
+
+
+async def until_ready(server: HttpServer) -> None:
+    """Wait until the model is loaded (so the load phase measures serving, not start-up)."""
+    with anyio.fail_after(300):
+        while not (await health(server))["encoder"]["ready"]:
+            await anyio.sleep(0.25)
+
+
+async def run_load(server: HttpServer, clients: int, seconds: float, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
     texts = paragraphs()
     rng.shuffle(texts)
     queries = sentences(20_000)
     latencies: dict[str, list[float]] = defaultdict(list)
     errors: list[str] = []
-    acknowledged: dict[str, str] = {}  # event id -> its text
+    acknowledged: set[str] = set()
     stop_at = time.monotonic() + seconds
 
     async def one_client(number: int) -> None:
-        own = random.Random(number)
-        http, client = connect(url, token)
+        own = random.Random(seed + number)
+        http, client = server.connect()
         async with http, client:
             while time.monotonic() < stop_at:
                 tool = own.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
@@ -115,8 +156,9 @@ async def run_load(url: str, token: str, clients: int, seconds: float) -> dict[s
                 if result.is_error or result.structured_content is None:
                     errors.append(f"{tool}: {result.content}")
                 elif tool == "remember":
-                    for event in result.structured_content["events"]:
-                        acknowledged[event["id"]] = event["text"]
+                    reply = result.structured_content
+                    assert len(reply["ids"]) == reply["stored"], "a paragraph made over 100 episodes"
+                    acknowledged.update(reply["ids"])
 
     started = time.perf_counter()
     with anyio.fail_after(seconds + 600):  # bounded: a hung server ends the run with an error
@@ -132,42 +174,71 @@ async def run_load(url: str, token: str, clients: int, seconds: float) -> dict[s
     }
 
 
-async def verify(url: str, token: str, acknowledged: dict[str, str]) -> dict[str, Any]:
-    """Every acknowledged event comes back first for its own text; log, index and acks agree."""
-    http, client = connect(url, token)
-    lost: list[str] = []
-    items = list(acknowledged.items())
+def export(data_dir: Path, config: str) -> dict[str, str]:
+    """Every stored event (id -> text), through `emx-mcp export` with the server stopped."""
+    out = data_dir.parent / "export.jsonl"
+    subprocess.run(
+        [str(EMX), "export", "--out", str(out), "--no-embeddings"],
+        env=environment(data_dir, config),
+        check=True,
+        capture_output=True,
+    )
+    events = {}
+    for line in out.open():
+        record = json.loads(line)
+        if "text" in record:
+            events[record["id"]] = record["text"]
+    out.unlink()
+    return events
+
+
+async def recalled_first(server: HttpServer, events: dict[str, str]) -> list[str]:
+    """The ids among `events` that their own text does not find first."""
+    http, client = server.connect()
+    missed: list[str] = []
+    items = list(events.items())
     async with http, client:
         for start in range(0, len(items), 128):
             chunk = items[start : start + 128]
             result = await client.call_tool(
-                "recall_batch", {"queries": [t for _, t in chunk], "k": 3, "contiguity": 0}
+                "recall_batch",
+                {"queries": [t for _, t in chunk], "k": 3, "contiguity": 0, "mode": "semantic"},
             )
             assert result.structured_content is not None, result.content
-            for (event_id, text), hits in zip(chunk, result.structured_content["results"], strict=True):
+            for (event_id, text), found in zip(chunk, result.structured_content["results"], strict=True):
+                hits = found["results"]
                 first = hits[0] if hits else None
                 # A text stored twice (the same sentence in two paragraphs) may find its twin first.
                 if first is None or (first["id"] != event_id and first["text"] != text):
-                    lost.append(event_id)
-        health = await client.call_tool("index_health", {})
-    assert health.structured_content is not None
-    h = health.structured_content
-    return {
-        "acknowledged_events": len(acknowledged),
-        "not_recalled_first": len(lost),
-        "events_in_log": h["events_in_log"],
-        "vectors_in_index": h["vectors"],
-        "index_kind": h["kind"],
-        "status": h["status"],
-    }
+                    missed.append(event_id)
+    return missed
 
 
-def report(load: dict[str, Any], check: dict[str, Any], clients: int, seconds: int) -> dict[str, Any]:
+def one_run(work: Path, config: str, clients: int, seconds: int, models: Path) -> dict[str, Any]:
+    data_dir = work / f"{config}-{clients}" / "data"
+    data_dir.mkdir(parents=True)
+    if models.is_dir():  # the ONNX export made by an earlier run (export time is not serving)
+        shutil.copytree(models, data_dir / "models")
+    token = secrets.token_urlsafe(24)
+    server = HttpServer(data_dir, config, token)
+    try:
+        anyio.run(until_ready, server)
+        load = anyio.run(run_load, server, clients, seconds, 20261121 + clients)
+        after = anyio.run(health, server)
+    finally:
+        exit_code = server.stop()
+    if not models.is_dir() and (data_dir / "models").is_dir():
+        shutil.copytree(data_dir / "models", models)
+    stored = export(data_dir, config)
+    server = HttpServer(data_dir, config, token)
+    try:
+        missed = anyio.run(recalled_first, server, stored)
+    finally:
+        server.stop()
+    acknowledged = load["acknowledged"]
     rows = {}
-    total = 0
     for tool in WEIGHTS:
         ms = [s * 1000 for s in load["latencies"][tool]]
-        total += len(ms)
         rows[tool] = {
             "requests": len(ms),
             "per_s": round(len(ms) / load["elapsed_s"], 2),
@@ -175,7 +246,9 @@ def report(load: dict[str, Any], check: dict[str, Any], clients: int, seconds: i
             "p95_ms": round(percentile(ms, 95), 1) if ms else None,
             "p99_ms": round(percentile(ms, 99), 1) if ms else None,
         }
+    total = sum(r["requests"] for r in rows.values())
     return {
+        "config": config,
         "clients": clients,
         "seconds": seconds,
         "elapsed_s": load["elapsed_s"],
@@ -184,61 +257,151 @@ def report(load: dict[str, Any], check: dict[str, Any], clients: int, seconds: i
         "errors": len(load["errors"]),
         "first_errors": load["errors"][:10],
         "tools": rows,
-        "check": check,
+        "encoder": after["encoder"],
+        "acknowledged_events": len(acknowledged),
+        "lost": len(acknowledged - stored.keys()),
+        "unacknowledged_stored": len(stored.keys() - acknowledged),
+        "not_recalled_first": len(missed),
+        "server_exit_code": exit_code,
+        "server_tracebacks": server.tracebacks(),
+        "data_dir": str(data_dir),
     }
 
 
-def table(r: dict[str, Any]) -> str:
-    c = r["check"]
+# One client over stdio.
+
+
+def stdio_params(data_dir: Path, config: str) -> StdioServerParameters:
+    return StdioServerParameters(command=str(EMX), args=["serve"], env=environment(data_dir, config))
+
+
+async def first_recall_seconds(data_dir: Path, config: str) -> float:
+    """Process start to the first answered recall, as a client that asks at once sees it."""
+    start = time.perf_counter()
+    async with Client(stdio_params(data_dir, config), read_timeout_seconds=300) as client:
+        result = await client.call_tool("recall", {"query": "What did the survey find?"})
+        assert not result.is_error, result.content
+        return time.perf_counter() - start
+
+
+async def stdio_recall(data_dir: Path, config: str, queries: list[str]) -> dict[str, float]:
+    async with Client(stdio_params(data_dir, config), read_timeout_seconds=300) as client:
+        await client.call_tool("recall", {"query": "warm-up"})
+        times = []
+        for query in queries:
+            start = time.perf_counter()
+            result = await client.call_tool("recall", {"query": query, "k": 5})
+            times.append(time.perf_counter() - start)
+            assert not result.is_error, result.content
+    return summary_ms(times)
+
+
+def single_client(work: Path, source: Path, configs: list[str], models: Path) -> dict[str, Any]:
+    queries = random.Random(7).sample(sentences(20_000), 300)
+    out: dict[str, Any] = {"events": None, "recall": {}, "first_recall_s": {}}
+    for config in configs:
+        data_dir = work / f"stdio-{config}" / "data"
+        shutil.copytree(source, data_dir)
+        shutil.rmtree(data_dir / "models", ignore_errors=True)
+        if CONFIGS[config]["EMX_ENCODER_BACKEND"] == "onnx":
+            cold = anyio.run(first_recall_seconds, data_dir, config)  # exports the model
+            out["first_recall_s"][f"{config} (exporting ONNX)"] = round(cold, 2)
+        warm = [anyio.run(first_recall_seconds, data_dir, config) for _ in range(3)]
+        out["first_recall_s"][config] = round(sorted(warm)[1], 2)
+        out["recall"][config] = anyio.run(stdio_recall, data_dir, config, queries)
+    return out
+
+
+def tables(runs: list[dict[str, Any]], single: dict[str, Any] | None) -> str:
     lines = [
-        f"{r['clients']} clients, {r['seconds']} s over streamable HTTP with a bearer token: "
-        f"{r['requests']:,} requests, {r['requests_per_s']} per second, **{r['errors']} errors**.",
-        "",
-        "| tool | requests | per second | p50 ms | p95 ms | p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| server | clients | requests/s | errors | lost | not first | mean batch "
+        "| remember p50 / p95 / p99 ms | recall p50 / p95 / p99 ms | recall_batch p50 / p95 / p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for tool, t in r["tools"].items():
+    for r in runs:
+        cells = [
+            f"{t['p50_ms']:.0f} / {t['p95_ms']:.0f} / {t['p99_ms']:.0f}" if t["requests"] else "-"
+            for t in r["tools"].values()
+        ]
         lines.append(
-            f"| `{tool}` | {t['requests']:,} | {t['per_s']} | {t['p50_ms']} | {t['p95_ms']} | {t['p99_ms']} |"
+            f"| {r['config']} | {r['clients']} | {r['requests_per_s']} | {r['errors']} | {r['lost']} "
+            f"| {r['not_recalled_first']} | {r['encoder']['mean_batch']} | " + " | ".join(cells) + " |"
         )
-    lines += [
-        "",
-        f"Afterwards: {c['acknowledged_events']:,} acknowledged events, {c['events_in_log']:,} in the log, "
-        f"{c['vectors_in_index']:,} in the index ({c['index_kind']}); **{c['not_recalled_first']} not "
-        f"recalled first** by their own text; index_health status `{c['status']}`.",
-    ]
+    if single:
+        lines += ["", "| one client over stdio | recall p50 ms | recall p95 ms | first recall after start |"]
+        lines.append("| --- | ---: | ---: | ---: |")
+        for config, r in single["recall"].items():
+            lines.append(
+                f"| {config} | {r['p50_ms']} | {r['p95_ms']} | {single['first_recall_s'][config]} s |"
+            )
+        for name, seconds in single["first_recall_s"].items():
+            if "exporting" in name:
+                lines.append(f"| {name} | | | {seconds} s |")
     return "\n".join(lines)
+
+
+def plot(runs: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tools = list(WEIGHTS)
+    fig, axes = plt.subplots(1, len(tools) + 1, figsize=(4 * (len(tools) + 1), 3.6))
+    for config in dict.fromkeys(r["config"] for r in runs):
+        mine = sorted((r for r in runs if r["config"] == config), key=lambda r: r["clients"])
+        clients = [r["clients"] for r in mine]
+        axes[0].plot(clients, [r["requests_per_s"] for r in mine], "o-", label=config)
+        for ax, tool in zip(axes[1:], tools, strict=True):
+            ax.plot(clients, [r["tools"][tool]["p95_ms"] for r in mine], "o-", label=config)
+    axes[0].set(title="throughput", xlabel="clients", ylabel="requests per second")
+    for ax, tool in zip(axes[1:], tools, strict=True):
+        ax.set(title=f"{tool} p95", xlabel="clients", ylabel="ms")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.set_xticks(sorted({r["clients"] for r in runs}))
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "load.png", dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--no-stdio", action="store_true", help="skip the single-client stdio part")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="emx-load-"))
-    token = secrets.token_urlsafe(24)
-    process, url, stderr = start_server(work / "data", token)
+    models = work / "models"
+    runs = []
     try:
-        load = anyio.run(run_load, url, token, args.clients, args.seconds)
-        check = anyio.run(verify, url, token, load["acknowledged"])
+        for clients in args.clients:
+            for config in args.configs:
+                run = one_run(work, config, clients, args.seconds, models)
+                print(json.dumps({k: v for k, v in run.items() if k != "first_errors"}), flush=True)
+                runs.append(run)
+        single = None
+        if not args.no_stdio:
+            stdio_configs = [c for c in ("today", "onnx", "coalesced") if c in args.configs]
+            single = single_client(work, Path(runs[-1]["data_dir"]), stdio_configs, models)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(120)
-    results = report(load, check, args.clients, args.seconds)
-    log = stderr.read_text(errors="replace")
-    results["server_tracebacks"] = log.count("Traceback")
-    results["server_exit_code"] = process.returncode
-    shutil.rmtree(work, ignore_errors=True)
-    save("load", results, table(results))
-    failed = (
-        results["errors"]
-        or check["not_recalled_first"]
-        or check["events_in_log"] != check["acknowledged_events"]
-        or check["vectors_in_index"] != check["acknowledged_events"]
-        or results["server_tracebacks"]
-    )
+        shutil.rmtree(work, ignore_errors=True)
+    for run in runs:
+        del run["data_dir"]
+    save("load", {"runs": runs, "single_client_stdio": single}, tables(runs, single))
+    plot(runs)
+    failed = [
+        r
+        for r in runs
+        if r["errors"]
+        or r["lost"]
+        or r["unacknowledged_stored"]
+        or r["not_recalled_first"]
+        or r["server_tracebacks"]
+    ]
     if failed:
-        raise SystemExit("load benchmark: errors, lost events or server tracebacks (see above)")
+        raise SystemExit(f"load benchmark: errors, lost events or server tracebacks in {len(failed)} runs")
 
 
 if __name__ == "__main__":

@@ -97,10 +97,11 @@ def score(
     }
 
 
-def main() -> None:
+def evaluate(backend: str = "torch") -> dict[str, Any]:
+    """The report (every method) with the model run by `backend` (see common.make_encoder)."""
     docs = articles()
     all_sentences = sorted({s for d in docs for s in split(d["text"])})
-    encoder = CachedEncoder(all_sentences)
+    encoder = CachedEncoder(all_sentences, backend)
     # Section titles repeat across articles ("History"), so a target names its article too.
     queries = [f"{d['title']}: {title}" for d in docs for title, _, _ in d["sections"]]
     targets = [f"{d['id']}/{title}" for d in docs for title, _, _ in d["sections"]]
@@ -149,6 +150,11 @@ def main() -> None:
         chunked.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def main() -> None:
+    report = evaluate()
     save("retrieval_quality", report, table(report))
 
 

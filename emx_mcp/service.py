@@ -21,12 +21,13 @@ import structlog
 
 from emx_mcp import health, prediction, retrieval, segmentation, sentences
 from emx_mcp.config import Settings
-from emx_mcp.embedding import Encoder, Vectors, normalize
+from emx_mcp.embedding import Encoder, Vectors, describe, normalize
 from emx_mcp.errors import InvalidInput, StoreMismatch
 from emx_mcp.lvm.predictor import Predictors
 from emx_mcp.prediction import Prediction
 from emx_mcp.retrieval import Recalled
 from emx_mcp.schemas import (
+    EncoderStatus,
     ForgetRequest,
     HealthReport,
     HealthRequest,
@@ -187,7 +188,12 @@ class MemoryService:
         """The index's own report plus capacity, disk use and a one-word status with reasons."""
         self.open()
         limits = health.Limits(max_events=self.settings.max_events, policy=self._store.policy)
-        return health.report(self._store.stats(request.namespace), limits)
+        report = health.report(self._store.stats(request.namespace), limits)
+        info = describe(self.encoder)
+        encoder = EncoderStatus(
+            backend=info.backend, ready=info.ready, batches=info.batches, mean_batch=info.mean_batch
+        )
+        return report.model_copy(update={"encoder": encoder})
 
     def train_predictor(
         self, namespace: str, config: TrainConfig, progress: Callable[[str], None] | None = None

@@ -39,11 +39,12 @@ async def test_health_json_is_the_tool_report(tmp_path: Path, capsys: pytest.Cap
     printed = json.loads(capsys.readouterr().out)
     tool = result.structured_content
     assert tool is not None and printed.keys() == tool.keys()
-    volatile = {"bytes_on_disk"}  # the close in between wrote a snapshot
+    volatile = {"bytes_on_disk", "encoder"}  # the close in between wrote a snapshot; no model here
     assert {k: v for k, v in printed.items() if k not in volatile} == {
         k: v for k, v in tool.items() if k not in volatile
     }
     assert printed["vectors"] == 3 and printed["status"] == "ok"
+    assert printed["encoder"] is None and tool["encoder"]["backend"] == "hashing"
 
 
 def test_health_text_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

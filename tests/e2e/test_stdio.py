@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -52,6 +53,27 @@ async def test_remember_and_recall_over_stdio_with_the_real_model(tmp_path: Path
         result = await client.call_tool("recall", {"query": paragraphs[0]["text"], "k": 1})
         assert result.structured_content is not None
         assert result.structured_content["results"][0]["id"] in ids[paragraphs[0]["title"]]
+
+
+async def test_the_model_loads_in_the_background_from_start_and_health_says_when(tmp_path: Path) -> None:
+    async with Client(stdio_params(tmp_path), read_timeout_seconds=120) as client:
+        with anyio.fail_after(120):
+            while True:
+                result = await client.call_tool("index_health", {})
+                assert result.structured_content is not None
+                encoder = result.structured_content["encoder"]
+                if encoder["ready"]:
+                    break
+                assert encoder["backend"] == "onnx (not loaded)"
+                await anyio.sleep(0.2)
+        # Ready without any tool call needing the model: it was loaded (and exported) on its own.
+        assert encoder["backend"] == "onnx" and encoder["batches"] <= 1  # the warm-up's own call
+        assert "encoder    onnx, ready" in result.content[0].text  # type: ignore[union-attr]
+    (model,) = (tmp_path / "models").glob("*.onnx")
+    assert (
+        model.with_suffix(".onnx.sha256").read_text().strip()
+        == hashlib.sha256(model.read_bytes()).hexdigest()
+    )
 
 
 def test_initialize_answers_before_the_model_loads(tmp_path: Path) -> None:

@@ -1,0 +1,217 @@
+"""Concurrent requests share encoder calls: encoder workers encode what has arrived, in batches.
+
+Every caller that needs vectors (remember, recall, recall_batch, predict_next's query, import)
+puts its texts on one queue and waits. An encoder worker takes what is waiting, up to MAX_TEXTS
+texts and MAX_CHARS characters, in turns across the waiting requests (each gets an equal share
+of a batch, so one long text does not hold up many short ones), encodes it in one call and hands
+each request its own rows. A lone request is encoded at once; only when requests have been
+arriving together does a worker wait up to WAIT_S for the next one to join the batch.
+
+There are WORKERS workers: while one is inside the model, the other tokenizes, pads and hands
+out rows, work that would otherwise leave the cores idle (measured in benchmarks/load.py: two
+workers serve about 10% more requests per second than one on two cores). Batches stay small
+(MAX_TEXTS) because on a CPU a text costs about the same in a batch of 16 as in a batch of 64,
+while a request that arrives behind a big batch waits for all of it.
+
+A request that fails in the encoder fails alone with its batch-mates' error, and the workers go
+on; a cancelled request is dropped from the queue, and rows already computed for it are discarded.
+A caller whose tool call is cancelled (see `cancel_token`) stops waiting at once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from emx_mcp.embedding import Encoder, Vectors
+
+log = structlog.get_logger(__name__)
+
+MAX_TEXTS = 16
+MAX_CHARS = 16_000
+WAIT_S = 0.003
+WORKERS = 2
+# Requests this close together count as arriving together (worth waiting for).
+TOGETHER_S = 0.05
+# How often a waiting caller looks at its cancellation token.
+POLL_S = 0.02
+
+# Set (by the server, per tool call) to an event that fires when the call is cancelled; a caller
+# waiting for its vectors then leaves the queue instead of holding a place in the next batch.
+cancel_token: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "emx_cancel_token", default=None
+)
+
+
+class Cancelled(Exception):
+    """The request was cancelled before its vectors were ready."""
+
+
+@dataclass(eq=False)
+class Pending:
+    """One caller's texts, the rows encoded so far, and how it ended."""
+
+    texts: Sequence[str]
+    rows: Vectors | None = None
+    next: int = 0  # index of the first text not yet taken into a batch
+    left: int = 0  # texts not yet encoded
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Give up on this request: it leaves the queue; its batch-mates are not affected."""
+        self.cancelled = True
+        self.error = self.error or Cancelled("the request was cancelled")
+        self.done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class CoalescingStats:
+    requests: int
+    batches: int
+    texts: int
+
+    @property
+    def mean_batch(self) -> float:
+        return round(self.texts / self.batches, 2) if self.batches else 0.0
+
+
+class CoalescingEncoder:
+    """An Encoder whose concurrent callers share batches of one inner encoder."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+        self._queue: deque[Pending] = deque()
+        self._cond = threading.Condition()
+        self._workers: list[threading.Thread] = []
+        self._last_arrival = 0.0
+        self._together = False
+        self._requests = self._batches = self._texts = 0
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def stats(self) -> CoalescingStats:
+        return CoalescingStats(self._requests, self._batches, self._texts)
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """The vectors of `texts` (len(texts), dim), encoded together with whatever else is waiting."""
+        request = self.submit(texts)
+        token = cancel_token.get()
+        while not request.done.wait(POLL_S if token is not None else None):
+            if token is not None and token.is_set():
+                request.cancel()
+        if request.error is not None:
+            raise request.error
+        assert request.rows is not None
+        return request.rows
+
+    def submit(self, texts: Sequence[str]) -> Pending:
+        """Queue `texts`; the returned request completes (or fails) on its own."""
+        request = Pending(texts, left=len(texts))
+        if not texts:
+            request.rows = np.zeros((0, self.inner.dim), dtype=np.float32)
+            request.done.set()
+            return request
+        with self._cond:
+            now = time.monotonic()
+            self._together = bool(self._queue) or now - self._last_arrival < TOGETHER_S
+            self._last_arrival = now
+            self._requests += 1
+            self._queue.append(request)
+            self._cond.notify()
+            self._workers = [w for w in self._workers if w.is_alive()]
+            if len(self._workers) < WORKERS:
+                worker = threading.Thread(target=self._work, name="emx-encoder", daemon=True)
+                worker.start()
+                self._workers.append(worker)
+        return request
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            texts = [t for request, start, stop in batch for t in request.texts[start:stop]]
+            try:
+                rows = self.inner.encode(texts)
+            except BaseException as exc:  # reaches only the requests in this batch
+                log.warning(
+                    "encoder failed; the requests in its batch fail", error=f"{type(exc).__name__}: {exc}"
+                )
+                self._fail(batch, exc)
+                continue
+            self._deliver(batch, rows)
+
+    def _next_batch(self) -> list[tuple[Pending, int, int]]:
+        """Slices (request, start, stop) of waiting requests, in turns, within the batch limits."""
+        with self._cond:
+            while not self._live():
+                self._cond.wait()
+            if self._together and self._waiting() < MAX_TEXTS:
+                self._cond.wait(WAIT_S)  # others are arriving: let the next one join
+            batch: list[tuple[Pending, int, int]] = []
+            count = chars = 0
+            while count < MAX_TEXTS and chars < MAX_CHARS:
+                live = self._live()
+                if not live:
+                    break
+                share = max(1, (MAX_TEXTS - count) // len(live))
+                for request in live:
+                    stop = min(len(request.texts), request.next + share, request.next + MAX_TEXTS - count)
+                    taken = request.texts[request.next : stop]
+                    if not taken:
+                        continue
+                    batch.append((request, request.next, stop))
+                    request.next = stop
+                    count += len(taken)
+                    chars += sum(len(t) for t in taken)
+                    if request.next >= len(request.texts):
+                        self._queue.remove(request)
+                    if count >= MAX_TEXTS or chars >= MAX_CHARS:
+                        break
+            self._batches += 1
+            self._texts += count
+            return batch
+
+    def _live(self) -> list[Pending]:
+        for request in [r for r in self._queue if r.cancelled]:
+            self._queue.remove(request)
+        return list(self._queue)
+
+    def _waiting(self) -> int:
+        return sum(len(r.texts) - r.next for r in self._queue)
+
+    def _deliver(self, batch: list[tuple[Pending, int, int]], rows: Vectors) -> None:
+        at = 0
+        for request, start, stop in batch:
+            part = rows[at : at + stop - start]
+            at += stop - start
+            if request.cancelled or request.error is not None:
+                continue
+            if request.rows is None:
+                request.rows = np.empty((len(request.texts), rows.shape[1]), dtype=np.float32)
+            request.rows[start:stop] = part
+            request.left -= stop - start
+            if request.left == 0:
+                request.done.set()
+
+    def _fail(self, batch: list[tuple[Pending, int, int]], exc: BaseException) -> None:
+        with self._cond:
+            for request, _, _ in batch:
+                if request.error is None:
+                    request.error = exc
+                if request in self._queue:
+                    self._queue.remove(request)
+                request.done.set()
