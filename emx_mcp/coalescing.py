@@ -1,19 +1,20 @@
-"""Concurrent requests share encoder calls: encoder workers encode what has arrived, in batches.
+"""Concurrent requests share encoder calls: while the encoder is busy, texts wait and go in together.
 
 Every caller that needs vectors (remember, recall, recall_batch, predict_next's query, import)
-puts its texts on one queue and waits. An encoder worker takes what is waiting, up to MAX_TEXTS
-texts and MAX_CHARS characters, in turns across the waiting requests (each gets an equal share
-of a batch, so one long text does not hold up many short ones), encodes it in one call and hands
-each request its own rows. A lone request is encoded at once; only when requests have been
-arriving together does a worker wait up to WAIT_S for the next one to join the batch.
+goes through here. At most WORKERS encoder calls run at a time. A request that finds a free slot
+and nothing waiting is encoded at once, in its own thread (a lone client pays nothing for
+coalescing). Otherwise its texts join one queue; an encoder worker takes what is waiting, up to
+MAX_TEXTS texts and MAX_CHARS characters, in turns across the waiting requests (each gets an
+equal share of a batch, so one long text does not hold up many short ones), encodes it in one
+call and hands each request its own rows.
 
-There are WORKERS workers: while one is inside the model, the other tokenizes, pads and hands
-out rows, work that would otherwise leave the cores idle (measured in benchmarks/load.py: two
-workers serve about 10% more requests per second than one on two cores). Batches stay small
-(MAX_TEXTS) because on a CPU a text costs about the same in a batch of 16 as in a batch of 64,
-while a request that arrives behind a big batch waits for all of it.
+WORKERS is 2: while one call is inside the model, the other tokenizes, pads and hands out rows,
+work that would otherwise leave the cores idle (benchmarks/load.py: more requests per second than
+one worker on two cores). Batches stay small (MAX_TEXTS) because on a CPU a text costs about the
+same in a batch of 16 as in a batch of 64, while a request that arrives behind a big batch waits
+for all of it.
 
-A request that fails in the encoder fails alone with its batch-mates' error, and the workers go
+A request that fails in the encoder fails with its batch-mates and no others, and the workers go
 on; a cancelled request is dropped from the queue, and rows already computed for it are discarded.
 A caller whose tool call is cancelled (see `cancel_token`) stops waiting at once.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,10 +36,7 @@ log = structlog.get_logger(__name__)
 
 MAX_TEXTS = 16
 MAX_CHARS = 16_000
-WAIT_S = 0.003
 WORKERS = 2
-# Requests this close together count as arriving together (worth waiting for).
-TOGETHER_S = 0.05
 # How often a waiting caller looks at its cancellation token.
 POLL_S = 0.02
 
@@ -92,8 +89,7 @@ class CoalescingEncoder:
         self._queue: deque[Pending] = deque()
         self._cond = threading.Condition()
         self._workers: list[threading.Thread] = []
-        self._last_arrival = 0.0
-        self._together = False
+        self._active = 0  # encoder calls running (inline or in a worker), at most WORKERS
         self._requests = self._batches = self._texts = 0
 
     @property
@@ -109,6 +105,20 @@ class CoalescingEncoder:
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """The vectors of `texts` (len(texts), dim), encoded together with whatever else is waiting."""
+        with self._cond:
+            inline = bool(texts) and not self._queue and self._active < WORKERS and len(texts) <= MAX_TEXTS
+            if inline:
+                self._active += 1
+                self._requests += 1
+                self._batches += 1
+                self._texts += len(texts)
+        if inline:
+            try:
+                return self.inner.encode(texts)
+            finally:
+                with self._cond:
+                    self._active -= 1
+                    self._cond.notify_all()
         request = self.submit(texts)
         token = cancel_token.get()
         while not request.done.wait(POLL_S if token is not None else None):
@@ -127,12 +137,9 @@ class CoalescingEncoder:
             request.done.set()
             return request
         with self._cond:
-            now = time.monotonic()
-            self._together = bool(self._queue) or now - self._last_arrival < TOGETHER_S
-            self._last_arrival = now
             self._requests += 1
             self._queue.append(request)
-            self._cond.notify()
+            self._cond.notify_all()
             self._workers = [w for w in self._workers if w.is_alive()]
             if len(self._workers) < WORKERS:
                 worker = threading.Thread(target=self._work, name="emx-encoder", daemon=True)
@@ -152,15 +159,18 @@ class CoalescingEncoder:
                 )
                 self._fail(batch, exc)
                 continue
+            finally:
+                with self._cond:
+                    self._active -= 1
+                    self._cond.notify_all()
             self._deliver(batch, rows)
 
     def _next_batch(self) -> list[tuple[Pending, int, int]]:
         """Slices (request, start, stop) of waiting requests, in turns, within the batch limits."""
         with self._cond:
-            while not self._live():
+            while not self._live() or self._active >= WORKERS:
                 self._cond.wait()
-            if self._together and self._waiting() < MAX_TEXTS:
-                self._cond.wait(WAIT_S)  # others are arriving: let the next one join
+            self._active += 1
             batch: list[tuple[Pending, int, int]] = []
             count = chars = 0
             while count < MAX_TEXTS and chars < MAX_CHARS:
@@ -189,9 +199,6 @@ class CoalescingEncoder:
         for request in [r for r in self._queue if r.cancelled]:
             self._queue.remove(request)
         return list(self._queue)
-
-    def _waiting(self) -> int:
-        return sum(len(r.texts) - r.next for r in self._queue)
 
     def _deliver(self, batch: list[tuple[Pending, int, int]], rows: Vectors) -> None:
         at = 0

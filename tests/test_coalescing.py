@@ -66,6 +66,21 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows() -> None:
     assert encoder.stats().mean_batch > 1
 
 
+def test_a_lone_request_is_encoded_at_once_in_its_own_thread() -> None:
+    threads: list[str] = []
+
+    class Where(HashingEncoder):
+        def encode(self, texts: Sequence[str]) -> Vectors:
+            threads.append(threading.current_thread().name)
+            return super().encode(texts)
+
+    encoder = CoalescingEncoder(Where(dim=32))
+    for i in range(5):
+        encoder.encode([f"question {i}"])
+    assert threads == [threading.current_thread().name] * 5, "a lone request waited for a worker"
+    assert encoder.stats().batches == 5
+
+
 def test_a_long_text_does_not_starve_short_ones() -> None:
     inner = SlowEncoder(delay=0.01)
     encoder = CoalescingEncoder(inner)
