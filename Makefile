@@ -20,7 +20,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	@echo "installing emx-mcp and its dependencies into $(VENV) (torch pinned to the local CPU build)" >&2
 	@$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0 >&2
-	@$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' >&2
+	@$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,milvus]' >&2
 	@touch $@
 
 $(NODE_TOOLS): $(STAMP) .tools/package.json .tools/package-lock.json
@@ -47,7 +47,7 @@ pytest: install $(NODE_TOOLS)
 test: lint typecheck pytest
 
 bench: install
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,milvus,bench]'
 	$(BIN)/python benchmarks/conversation_recall.py
 	$(BIN)/python benchmarks/ingest_recall.py
 	$(BIN)/python benchmarks/index_quality.py

@@ -20,6 +20,7 @@ from emx_mcp.embedding import Encoder, SentenceTransformerEncoder
 from emx_mcp.onnx_runtime import OnnxEncoder, OnnxOrTorch
 from emx_mcp.service import MemoryService
 from emx_mcp.storage.embedded import EmbeddedStore
+from emx_mcp.storage.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +37,16 @@ def build_encoder(settings: Settings) -> Encoder:
 
 def build_service(settings: Settings, encoder: Encoder | None = None) -> MemoryService:
     """The service over the store `settings` describe; the model loads only when first needed."""
-    return MemoryService(settings, encoder or build_encoder(settings), EmbeddedStore(settings))
+    return MemoryService(settings, encoder or build_encoder(settings), build_store(settings))
+
+
+def build_store(settings: Settings) -> Store:
+    """The configured store: the embedded one, or a Milvus collection."""
+    if settings.store == "milvus":
+        from emx_mcp.storage.milvus import MilvusStore
+
+        return MilvusStore(settings)
+    return EmbeddedStore(settings)
 
 
 class WarmUp:

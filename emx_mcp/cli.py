@@ -1,4 +1,4 @@
-"""Command line: `emx-mcp serve | health | export | import | train-lvm`."""
+"""Command line: `emx-mcp serve | health | export | import | train-lvm | milvus-lite`."""
 
 from __future__ import annotations
 
@@ -38,7 +38,17 @@ def configure_logging(level: str) -> None:
     )
 
 
-OVERRIDABLE = ("data_dir", "model", "log_level", "transport", "host", "port")
+OVERRIDABLE = (
+    "data_dir",
+    "model",
+    "log_level",
+    "transport",
+    "host",
+    "port",
+    "store",
+    "milvus_uri",
+    "milvus_collection",
+)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -180,6 +190,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides EMX_LOG_LEVEL"
     )
+    parser.add_argument("--store", choices=["embedded", "milvus"], help="overrides EMX_STORE")
+    parser.add_argument("--milvus-uri", help="overrides EMX_MILVUS_URI")
+    parser.add_argument("--milvus-collection", help="overrides EMX_MILVUS_COLLECTION")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,7 +240,48 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="weight of the InfoNCE term over the whole training memory (default 0.05)",
     )
+
+    lite = sub.add_parser(
+        "milvus-lite",
+        help="serve a Milvus Lite file over TCP, so that several emx-mcp replicas share it (tests, one host)",
+    )
+    lite.add_argument("--db", required=True, help="the Milvus Lite file (name: letters, digits, . - _)")
+    lite.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    lite.add_argument("--port", type=int, default=19530, help="port (default 19530)")
     return parser
+
+
+def milvus_lite(args: argparse.Namespace) -> int:
+    """Run Milvus Lite's own server on `--db` until SIGTERM or Ctrl-C; replicas use EMX_MILVUS_URI=http://..."""
+    import signal
+    import time
+
+    try:
+        from milvus_lite.server import Server
+    except ImportError:
+        print("emx-mcp: milvus-lite is not installed: pip install 'emx-mcp[milvus]'", file=sys.stderr)
+        return 2
+    db = Path(args.db).absolute()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    server = Server(str(db), address=f"{args.host}:{args.port}")
+    if not server.init() or not server.start():
+        print(f"emx-mcp: Milvus Lite did not start on {db} (is another process serving it?)", file=sys.stderr)
+        return 1
+    print(f"Milvus Lite serving {db} at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    stop = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop and server._p is not None and server._p.poll() is None:
+            time.sleep(0.2)
+    finally:
+        server.stop()
+    return 0
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
@@ -240,6 +294,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "milvus-lite":
+        return milvus_lite(args)
     try:
         settings = settings_from(args)
     except ValueError as exc:

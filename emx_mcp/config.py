@@ -79,6 +79,32 @@ class Settings(BaseSettings):
         ),
     )
 
+    store: Literal["embedded", "milvus"] = Field(
+        default="embedded",
+        description="'embedded': SQLite event log + FAISS index in EMX_DATA_DIR, for one machine. "
+        "'milvus': one Milvus collection (EMX_MILVUS_URI) is the system of record, shared by several "
+        "server replicas.",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="With EMX_STORE=milvus: a local file ending in .db (Milvus Lite, one process), or "
+        "http://host:19530 for a Milvus server, a cluster, or `emx-mcp milvus-lite` shared by replicas.",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description="With EMX_STORE=milvus: the Milvus token ('user:password' or an API key)."
+    )
+    milvus_collection: str = Field(
+        default="emx",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
+        description="With EMX_STORE=milvus: prefix of the collections (<prefix>_events, <prefix>_meta).",
+    )
+    milvus_nlist: int = Field(
+        default=1024,
+        ge=1,
+        le=65_536,
+        description="With EMX_STORE=milvus: IVF lists per segment, fixed when the collection is created.",
+    )
+
     max_events: int = Field(
         default=1_000_000,
         ge=1,
@@ -191,6 +217,31 @@ class Settings(BaseSettings):
                 f"EMX_HOST is {self.host}, which is not loopback, so EMX_AUTH_TOKEN must be set: anyone who "
                 "can reach the port could read and write the memory. Set a token, or bind to 127.0.0.1."
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_store(self) -> Settings:
+        if self.store == "embedded":
+            if self.milvus_uri is not None or self.milvus_token is not None:
+                raise ValueError(
+                    "EMX_MILVUS_URI / EMX_MILVUS_TOKEN are set but EMX_STORE is 'embedded', which does "
+                    "not use Milvus: set EMX_STORE=milvus to use it, or unset them."
+                )
+            return self
+        uri = self.milvus_uri
+        if not uri:
+            raise ValueError(
+                "EMX_STORE=milvus needs EMX_MILVUS_URI: a local file such as ./milvus.db (Milvus Lite) "
+                "or the address of a Milvus server, e.g. http://localhost:19530."
+            )
+        remote = uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        if not remote and not uri.endswith(".db"):
+            raise ValueError(
+                f"EMX_MILVUS_URI is {uri!r}: a Milvus Lite file must end in .db, and a server address must "
+                "start with http:// or https://."
+            )
+        if not remote and self.milvus_token is not None:
+            raise ValueError("EMX_MILVUS_TOKEN is set, but Milvus Lite (a local .db file) takes no token.")
         return self
 
     @model_validator(mode="after")

@@ -131,6 +131,7 @@ def report(stats: StoreStats, limits: Limits) -> HealthReport:
     policy = limits.policy
     return HealthReport(
         namespace=stats.namespace,
+        store="milvus" if stats.store == "milvus" else "embedded",
         status=status,
         reasons=[f.reason for f in findings],
         kind="ivf" if index.trained else "flat",

@@ -16,9 +16,9 @@ from emx_mcp.errors import InvalidInput, NotFound
 from emx_mcp.lvm.predictor import DEFAULT_CONTEXT, Checkpoint
 from emx_mcp.retrieval import Hit, fit, nearest
 from emx_mcp.schemas import PredictNextRequest
-from emx_mcp.storage.embedded import EmbeddedStore
 from emx_mcp.storage.index import Ids
 from emx_mcp.storage.records import Filters
+from emx_mcp.storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class Prediction:
     omitted: int = 0  # predictions left out of the reading budget
 
 
-def context_of(store: EmbeddedStore, request: PredictNextRequest, limit: int) -> tuple[Ids, Vectors | None]:
+def context_of(store: Store, request: PredictNextRequest, limit: int) -> tuple[Ids, Vectors | None]:
     """(seqs, vectors) of the episodes the prediction starts from, oldest first."""
     namespace, session = request.namespace, request.session
     up_to = None
@@ -54,9 +54,7 @@ def context_of(store: EmbeddedStore, request: PredictNextRequest, limit: int) ->
     return seqs, vectors
 
 
-def predict_next(
-    store: EmbeddedStore, checkpoint: Checkpoint | None, request: PredictNextRequest
-) -> Prediction:
+def predict_next(store: Store, checkpoint: Checkpoint | None, request: PredictNextRequest) -> Prediction:
     """The stored episodes most likely needed next, never ones of the context."""
     store.catch_up()
     seqs, context = context_of(store, request, checkpoint.context if checkpoint else DEFAULT_CONTEXT)
@@ -74,7 +72,7 @@ def predict_next(
     return Prediction(method, fitted.hits, checkpoint, fitted.omitted)
 
 
-def analog(store: EmbeddedStore, namespace: str, context_seqs: Ids, current: Vectors) -> Vectors:
+def analog(store: Store, namespace: str, context_seqs: Ids, current: Vectors) -> Vectors:
     """What followed the stored episode most like the current one (outside this context)."""
     excluded = set(context_seqs.tolist())
     (matches,) = store.search(namespace, current.reshape(1, -1), len(context_seqs) + 20, Filters())

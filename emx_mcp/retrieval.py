@@ -22,8 +22,8 @@ import numpy as np
 
 from emx_mcp.embedding import Vectors
 from emx_mcp.schemas import RecallOptions
-from emx_mcp.storage.embedded import EmbeddedStore
 from emx_mcp.storage.records import Event, Filters
+from emx_mcp.storage.store import Store
 
 # Share of the score that is cosine similarity; the rest is BM25 relative to the query's best match.
 SEMANTIC_WEIGHT = 0.6
@@ -70,7 +70,7 @@ def filters_of(options: RecallOptions) -> Filters:
 
 
 def recall(
-    store: EmbeddedStore, texts: list[str], vectors: Vectors, options: RecallOptions, budget: int
+    store: Store, texts: list[str], vectors: Vectors, options: RecallOptions, budget: int
 ) -> list[Recalled]:
     """For each query (its text and vector (dim,)): its best episodes and neighbours, in `budget` chars."""
     filters = filters_of(options)
@@ -94,7 +94,7 @@ def recall(
 
 
 def rank(
-    store: EmbeddedStore,
+    store: Store,
     options: RecallOptions,
     vector: Vectors,
     semantic: list[int],
@@ -132,7 +132,7 @@ def _relative(lexical: list[tuple[int, float]], seq: int) -> float:
 
 
 def neighbours(
-    store: EmbeddedStore,
+    store: Store,
     options: RecallOptions,
     vector: Vectors,
     matches: list[_Scored],
@@ -200,14 +200,14 @@ def fit(hits: list[Hit], max_chars: int) -> Recalled:
     return Recalled(kept, len(hits) - len(kept))
 
 
-def nearest(store: EmbeddedStore, namespace: str, vector: Vectors, k: int, exclude: set[int]) -> list[Hit]:
+def nearest(store: Store, namespace: str, vector: Vectors, k: int, exclude: set[int]) -> list[Hit]:
     """The k events most similar to one vector (dim,), leaving out the seqs in `exclude`."""
     (matches,) = store.search(namespace, vector.reshape(1, -1), k + len(exclude), Filters())
     kept = [m for m in matches if m.event.seq not in exclude][:k]
     return [Hit(m.event, m.score, "prediction") for m in kept]
 
 
-def duplicates_of(store: EmbeddedStore, namespace: str, vectors: Vectors) -> list[tuple[str, float] | None]:
+def duplicates_of(store: Store, namespace: str, vectors: Vectors) -> list[tuple[str, float] | None]:
     """For each vector (n, dim): the stored episode it nearly duplicates (id, cosine), if any."""
     if len(vectors) == 0:
         return []

@@ -605,6 +605,9 @@ class EncoderStatus(BaseModel):
 
 class HealthReport(BaseModel):
     namespace: str
+    store: Literal["embedded", "milvus"] = Field(
+        default="embedded", description="'embedded' (SQLite + FAISS in the data directory) or 'milvus'."
+    )
     status: Literal["ok", "warning", "degraded"]
     reasons: list[str]
     kind: Literal["flat", "ivf"] = Field(

@@ -23,6 +23,7 @@ from emx_mcp import health, prediction, retrieval, segmentation, sentences
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Encoder, Vectors, describe, normalize
 from emx_mcp.errors import InvalidInput, StoreMismatch
+from emx_mcp.files import atomic_writer
 from emx_mcp.lvm.predictor import Predictors
 from emx_mcp.prediction import Prediction
 from emx_mcp.retrieval import Recalled
@@ -37,8 +38,8 @@ from emx_mcp.schemas import (
     RememberRequest,
     now,
 )
-from emx_mcp.storage.embedded import EmbeddedStore
 from emx_mcp.storage.records import Event, NewEvent, Receipt
+from emx_mcp.storage.store import Store
 
 if TYPE_CHECKING:  # importing the trainer imports torch
     from emx_mcp.lvm.train import Outcome, TrainConfig
@@ -54,10 +55,14 @@ class Episode:
     duplicate_of: tuple[str, float] | None = None  # (id, cosine) of an earlier near-identical episode
 
 
+def _checkpoint_name(namespace: str) -> str:
+    return f"lvm/{namespace}"
+
+
 class MemoryService:
     """Durable episodic memory over one store and one encoder."""
 
-    def __init__(self, settings: Settings, encoder: Encoder, store: EmbeddedStore) -> None:
+    def __init__(self, settings: Settings, encoder: Encoder, store: Store) -> None:
         self.settings = settings
         self.encoder = encoder
         self._store = store
@@ -181,6 +186,7 @@ class MemoryService:
 
     def predict_next(self, request: PredictNextRequest) -> Prediction:
         """The stored episodes most likely needed next, after a session's latest (or a given) episode."""
+        self._fetch_checkpoint(request.namespace)
         checkpoint = self._predictor_files().get(request.namespace)
         return prediction.predict_next(self._store, checkpoint, request)
 
@@ -207,7 +213,17 @@ class MemoryService:
         model, outcome = train.train(sessions, config, progress)
         path = self._predictor_files().path(namespace)
         train.save(path, model, outcome, self.model_id, config)
+        self._store.publish(_checkpoint_name(namespace), path.read_bytes())
         return outcome, path
+
+    def _fetch_checkpoint(self, namespace: str) -> None:
+        """Bring the namespace's checkpoint another replica published, if it differs from the local file."""
+        path = self._predictor_files().path(namespace)
+        have = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+        data = self._store.fetch(_checkpoint_name(namespace), have)
+        if data is not None:
+            with atomic_writer(path) as out:
+                out.write(data)
 
     # -- moving memories in and out (export / import) -----------------------------------------
 

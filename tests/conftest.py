@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from emx_mcp.app import build_store
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder
 from emx_mcp.server import build_server
 from emx_mcp.service import MemoryService
 from emx_mcp.storage.embedded import EmbeddedStore
+from tests.milvus_server import empty, milvus_lite
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,9 +24,35 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `contract` run on both stores; `embedded_only` ones and all others on the embedded one."""
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    both = metafunc.definition.get_closest_marker("contract") is not None
+    only = metafunc.definition.get_closest_marker("embedded_only") is not None
+    kinds = ["embedded", "milvus"] if both and not only else ["embedded"]
+    metafunc.parametrize("store_kind", kinds, scope="function")
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Milvus Lite server for the whole run; each test gets its own collections."""
+    with milvus_lite(tmp_path_factory.mktemp("milvus")) as uri:
+        yield uri
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+def settings(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    if store_kind == "embedded":
+        yield Settings(data_dir=tmp_path / "data")
+        return
+    uri = request.getfixturevalue("milvus_uri")
+    milvus = Settings(
+        data_dir=tmp_path / "data", store="milvus", milvus_uri=uri, milvus_collection="contract"
+    )
+    empty(milvus)  # after a test that failed half-way
+    yield milvus
+    empty(milvus)
 
 
 @pytest.fixture
@@ -34,8 +62,8 @@ def encoder() -> HashingEncoder:
 
 @pytest.fixture
 def store(settings: Settings) -> EmbeddedStore:
-    """The store under the `service` fixture: tests look at its log and index through it."""
-    return EmbeddedStore(settings)
+    """The store under the `service` fixture: tests of the embedded store look at its log and index."""
+    return build_store(settings)  # type: ignore[return-value]
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from typing import Any
 
 from mcp import Client
 
-from emx_mcp.app import build_service
+from emx_mcp.app import build_service, build_store
 from emx_mcp.config import Settings
 from emx_mcp.embedding import DEFAULT_MODEL_ID, Encoder, HashingEncoder
 from emx_mcp.prediction import Prediction
@@ -66,7 +66,7 @@ def open_with_store(
     settings: Settings, encoder: Encoder | None = None
 ) -> tuple[MemoryService, EmbeddedStore]:
     """An opened service and the store under it, for tests that look at the index itself."""
-    store = EmbeddedStore(settings)
+    store: EmbeddedStore = build_store(settings)  # type: ignore[assignment]
     service = MemoryService(settings, encoder or HashingEncoder(dim=64), store)
     service.open()
     return service, store

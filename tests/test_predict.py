@@ -20,6 +20,8 @@ from emx_mcp.storage.embedded import EmbeddedStore
 from tests.helpers import open_service, predict_next, remember
 from tests.lvm.test_lvm import second_order_sessions
 
+pytestmark = pytest.mark.contract
+
 STEPS = ["install the database", "run the migrations", "seed test data", "start the api", "check the logs"]
 
 

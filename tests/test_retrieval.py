@@ -9,6 +9,8 @@ from emx_mcp.service import MemoryService
 from emx_mcp.storage.embedded import EmbeddedStore
 from tests.helpers import forget, recall, remember
 
+pytestmark = pytest.mark.contract
+
 NOTES = [
     "The staging database moved to db-7 after the disk filled up on Monday.",
     "Keys for the payment API rotate every ninety days, next in March.",

@@ -12,7 +12,7 @@ from emx_mcp.schemas import MAX_RESPONSE_BYTES
 from emx_mcp.service import MemoryService
 from tests.helpers import call, error_text
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.contract]
 
 
 async def test_tools_are_listed_with_schemas_and_annotations(client: Client) -> None:

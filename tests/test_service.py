@@ -15,6 +15,8 @@ from emx_mcp.storage.embedded import EmbeddedStore
 from emx_mcp.storage.index import SMALL_BATCH
 from tests.helpers import forget, health, open_with_store, recall, recall_batch, remember
 
+pytestmark = pytest.mark.contract
+
 
 class CountingEncoder(HashingEncoder):
     """Counts encoded texts, to prove that recovery never re-embeds."""
@@ -85,6 +87,7 @@ def crash(service: MemoryService, store: EmbeddedStore) -> None:
     store.log.close()
 
 
+@pytest.mark.embedded_only
 def test_restart_without_snapshot_replays_the_log(settings: Settings) -> None:
     first, first_store = open_with_store(settings)
     ids = fill(first)
@@ -99,6 +102,7 @@ def test_restart_without_snapshot_replays_the_log(settings: Settings) -> None:
     second.close()
 
 
+@pytest.mark.embedded_only
 def test_snapshot_then_newer_events_are_replayed(settings: Settings) -> None:
     first, first_store = open_with_store(settings)
     fill(first, TEXTS[:10])
@@ -111,6 +115,7 @@ def test_snapshot_then_newer_events_are_replayed(settings: Settings) -> None:
     second.close()
 
 
+@pytest.mark.embedded_only
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "delete", "stale-and-foreign"])
 def test_corrupt_or_missing_snapshot_is_rebuilt(settings: Settings, damage: str) -> None:
     first = reopen(settings)
@@ -188,6 +193,7 @@ def test_bad_input_writes_nothing(service: MemoryService, store: EmbeddedStore) 
             recall(service, "q", k=k)
 
 
+@pytest.mark.embedded_only
 def test_vectors_are_unit_float32(service: MemoryService, store: EmbeddedStore) -> None:
     fill(service, TEXTS[:3])
     _, _, vectors = next(store.log.vectors_after(0, dim=64))
@@ -231,6 +237,7 @@ def test_forget_with_an_unknown_id_removes_nothing(service: MemoryService, store
     assert service.count() == 3 and len(store) == 3
 
 
+@pytest.mark.embedded_only
 def test_forgotten_events_stay_gone_after_restart(settings: Settings) -> None:
     first, first_store = open_with_store(settings)
     ids = fill(first)
@@ -333,6 +340,7 @@ def test_recall_batch_limits(service: MemoryService) -> None:
     assert recall_batch(service, ["q"] * 256, k=1) == [[] for _ in range(256)]
 
 
+@pytest.mark.embedded_only
 def test_health_reports_the_index(service: MemoryService) -> None:
     fill(service)
     report = health(service)

@@ -22,7 +22,7 @@ from emx_mcp.storage.events import EventLog
 from emx_mcp.storage.index import Ids, Scores, VectorIndex
 from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 from emx_mcp.storage.replica import Replica
-from emx_mcp.storage.store import Match, StoreStats
+from emx_mcp.storage.store import Match, StoreStats, exact_top
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +172,12 @@ class EmbeddedStore:
         self.catch_up()
         return removed
 
+    def publish(self, name: str, data: bytes) -> None:
+        """Files beside the store are shared already: every process reads the same data directory."""
+
+    def fetch(self, name: str, have: str | None) -> bytes | None:
+        return None
+
     def snapshot(self, every_namespace: bool = False) -> None:
         """Write index snapshots now: of the namespaces that changed (or of all)."""
         self.replica.snapshot(self.log, every_namespace)
@@ -216,16 +222,7 @@ class EmbeddedStore:
         if len(allowed) > EXACT_FILTER_LIMIT:
             return index.search(queries, k, allowed)
         seqs, vectors = self.log.vectors_of(allowed, self.dim)
-        m = len(queries)
-        out_scores = np.full((m, k), -np.inf, dtype=np.float32)
-        out_ids = np.full((m, k), -1, dtype=np.int64)
-        if len(seqs):
-            sims = queries @ vectors.T  # (m, candidates)
-            top = min(k, len(seqs))
-            order = np.argsort(-sims, axis=1, kind="stable")[:, :top]
-            out_scores[:, :top] = np.take_along_axis(sims, order, axis=1)
-            out_ids[:, :top] = seqs[order]
-        return out_scores, out_ids
+        return exact_top(queries, seqs, vectors, k)
 
     def search_text(
         self, namespace: str, query: str, limit: int, filters: Filters

@@ -1,12 +1,22 @@
-"""What every store hands the service: scored events and the statistics a health report reads."""
+"""The store seam: what every store hands the service, and the one protocol the service talks to.
+
+Two stores implement `Store`: the embedded one (SQLite event log + FAISS replica in one data
+directory, storage/embedded.py) and the Milvus one (one collection on Milvus Lite, a standalone
+server or a cluster, storage/milvus.py). Retrieval, prediction, health and transfer see only this.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from emx_mcp.storage.index import IndexStats
-from emx_mcp.storage.records import Event
+import numpy as np
+
+from emx_mcp.embedding import Vectors
+from emx_mcp.storage.index import Ids, IndexStats, Scores
+from emx_mcp.storage.policy import TrainingPolicy
+from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 
 
 class Match(NamedTuple):
@@ -29,3 +39,76 @@ class StoreStats:
     integrity: str
     snapshot_error: str | None
     trainings_queued: int  # trainings of any namespace waiting for their turn in this process
+    store: str = "embedded"  # which store answered: "embedded" or "milvus"
+
+
+class Store(Protocol):
+    """Durable events with their vectors, searchable by vector and by words, per namespace."""
+
+    dim: int
+    policy: TrainingPolicy
+
+    # lifecycle
+    def open(self, model_id: str, dim_of: Callable[[], int]) -> None: ...
+    def close(self) -> None: ...
+    def wait_for_integrity_check(self, timeout: float | None = None) -> str: ...
+    def catch_up(self) -> None: ...
+    def snapshot(self, every_namespace: bool = False) -> None: ...
+
+    # writes
+    def append(
+        self,
+        namespace: str,
+        session: str,
+        items: Sequence[NewEvent],
+        vectors: Vectors,
+        receipt: Receipt | None = None,
+    ) -> tuple[list[Event], Receipt | None]: ...
+    def insert(self, events: Sequence[Event], vectors: Vectors) -> list[Event]: ...
+    def forget(self, namespace: str, ids: Sequence[str] | None, session: str | None) -> list[str]: ...
+
+    # reads
+    def receipt(self, namespace: str, key: str) -> Receipt | None: ...
+    def events(self, namespace: str, ids: Sequence[str]) -> list[Event]: ...
+    def forgotten_ids(self, ids: Sequence[str]) -> set[str]: ...
+    def search(self, namespace: str, queries: Vectors, k: int, filters: Filters) -> list[list[Match]]: ...
+    def search_text(
+        self, namespace: str, query: str, limit: int, filters: Filters
+    ) -> list[tuple[int, float]]: ...
+    def events_at(self, namespace: str, seqs: Sequence[int]) -> dict[int, tuple[Event, Vectors]]: ...
+    def neighbours(
+        self, namespace: str, anchors: Sequence[tuple[str, int]], reach: int, filters: Filters
+    ) -> list[Event]: ...
+    def event(self, namespace: str, event_id: str) -> Event | None: ...
+    def latest_session(self, namespace: str) -> str | None: ...
+    def context(
+        self, namespace: str, session: str, up_to_position: int | None, limit: int
+    ) -> tuple[Ids, Vectors]: ...
+    def next_vector(self, namespace: str, event: Event) -> Vectors | None: ...
+    def sessions(self, namespace: str) -> list[tuple[str, Ids, Vectors]]: ...
+    def export_batches(self, namespace: str | None) -> Iterator[tuple[list[Event], Vectors]]: ...
+    def holders(
+        self, ids: Sequence[str], places: Sequence[tuple[str, str, int]]
+    ) -> tuple[set[str], dict[tuple[str, str, int], str]]: ...
+    def count(self, namespace: str | None = None) -> int: ...
+    def total(self) -> int: ...
+    def namespaces(self) -> list[str]: ...
+    def stats(self, namespace: str) -> StoreStats: ...
+
+    # shared files (predictor checkpoints): published by the replica that trains, fetched by all
+    def publish(self, name: str, data: bytes) -> None: ...
+    def fetch(self, name: str, have: str | None) -> bytes | None: ...  # None: unchanged from sha256 `have`
+
+
+def exact_top(queries: Vectors, seqs: Ids, vectors: Vectors, k: int) -> tuple[Scores, Ids]:
+    """The k best of `seqs` for each query by inner product with their `vectors`, (m, k) padded with -1."""
+    m = len(queries)
+    out_scores = np.full((m, k), -np.inf, dtype=np.float32)
+    out_ids = np.full((m, k), -1, dtype=np.int64)
+    if len(seqs):
+        sims = queries @ vectors.T  # (m, candidates)
+        top = min(k, len(seqs))
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :top]
+        out_scores[:, :top] = np.take_along_axis(sims, order, axis=1)
+        out_ids[:, :top] = seqs[order]
+    return out_scores, out_ids
