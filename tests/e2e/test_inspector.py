@@ -81,3 +81,28 @@ def test_inspector_over_http_with_a_token(tmp_path: Path) -> None:
         )
         # Without the token the server answers 401, which the Inspector reports as auth required.
         assert refused.returncode != 0 and "auth_required" in refused.stderr
+
+
+def test_inspector_runs_every_tool_on_milvus_lite(tmp_path: Path) -> None:
+    """The README's quick start for Milvus: `EMX_STORE=milvus EMX_MILVUS_URI=./milvus.db emx-mcp serve`."""
+    milvus = ["-e", "EMX_STORE=milvus", "-e", f"EMX_MILVUS_URI={tmp_path / 'milvus.db'}"]
+    target = ["-e", f"EMX_DATA_DIR={tmp_path / 'data'}", *milvus, str(SERVER), "serve"]
+    list_remember_recall(target)
+
+    def tool(name: str, *arguments: str) -> dict[str, Any]:
+        args = [a for argument in arguments for a in ("--tool-arg", argument)]
+        reply = inspect(target, "--method", "tools/call", "--tool-name", name, *args)
+        assert reply["isError"] is False, reply
+        result: dict[str, Any] = reply["structuredContent"]
+        return result
+
+    stored = tool("remember", "text=Standup moved to 09:30 on Mondays.", "session=team")
+    batch = tool("recall_batch", 'queries=["when is standup?", "release train"]', "k=2")
+    assert batch["results"][0]["results"][0]["id"] == stored["ids"][0]
+    health = tool("index_health")
+    assert health["store"] == "milvus" and health["events_in_log"] == 2
+    predicted = tool("predict_next", "session=team")
+    assert predicted["method"] == "copy_last"
+    forgotten = tool("forget", "session=team", "confirm=true")
+    assert forgotten["removed"] == 1 and forgotten["ids"] == stored["ids"]
+    assert tool("index_health")["events_in_log"] == 1
