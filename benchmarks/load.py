@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,14 @@ def environment(data_dir: Path, config: str, **extra: str) -> dict[str, str]:
 class HttpServer:
     """`emx-mcp serve --transport http` on a free loopback port, stopped with SIGTERM."""
 
-    def __init__(self, data_dir: Path, config: str, token: str) -> None:
+    def __init__(self, data_dir: Path, config: str, token: str, **extra: str) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}/mcp"
         self.token = token
-        env = environment(data_dir, config, EMX_TRANSPORT="http", EMX_PORT=str(port), EMX_AUTH_TOKEN=token)
-        self.stderr = data_dir.parent / f"server-{config}.stderr"
+        env = environment(
+            data_dir, config, EMX_TRANSPORT="http", EMX_PORT=str(port), EMX_AUTH_TOKEN=token, **extra
+        )
+        self.stderr = data_dir.parent / f"server-{config}-{port}.stderr"
         with self.stderr.open("ab") as err:
             self.process = subprocess.Popen([str(EMX), "serve"], env=env, stderr=err)
         deadline = time.monotonic() + 60
@@ -124,7 +127,18 @@ async def until_ready(server: HttpServer) -> None:
             await anyio.sleep(0.25)
 
 
-async def run_load(server: HttpServer, clients: int, seconds: float, seed: int) -> dict[str, Any]:
+def own_session(number: int) -> str:
+    return f"client-{number}"
+
+
+async def run_load(
+    server: HttpServer | Any,
+    clients: int,
+    seconds: float,
+    seed: int,
+    session_of: Callable[[int], str] = own_session,
+) -> dict[str, Any]:
+    """`clients` concurrent MCP sessions on `server` (anything with `connect()`) for `seconds`."""
     rng = random.Random(seed)
     texts = paragraphs()
     rng.shuffle(texts)
@@ -141,7 +155,7 @@ async def run_load(server: HttpServer, clients: int, seconds: float, seed: int) 
             while time.monotonic() < stop_at:
                 tool = own.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
                 if tool == "remember":
-                    args: dict[str, Any] = {"text": texts.pop(), "session": f"client-{number}"}
+                    args: dict[str, Any] = {"text": texts.pop(), "session": session_of(number)}
                 elif tool == "recall":
                     args = {"query": own.choice(queries), "k": 5}
                 else:
@@ -174,12 +188,12 @@ async def run_load(server: HttpServer, clients: int, seconds: float, seed: int) 
     }
 
 
-def export(data_dir: Path, config: str) -> dict[str, str]:
+def export(data_dir: Path, config: str, **extra: str) -> dict[str, str]:
     """Every stored event (id -> text), through `emx-mcp export` with the server stopped."""
     out = data_dir.parent / "export.jsonl"
     subprocess.run(
         [str(EMX), "export", "--out", str(out), "--no-embeddings"],
-        env=environment(data_dir, config),
+        env=environment(data_dir, config, **extra),
         check=True,
         capture_output=True,
     )

@@ -57,6 +57,9 @@ ATTEMPTS = 30
 PROBES = 100
 RECALIBRATE_GROWTH = 2.0
 CALIBRATE_FROM = 1_000
+# Calibration never goes below this share of nlist: a small store measures as exact while its
+# segments are too small to be indexed, and the index built later needs some lists probed.
+MIN_NPROBE_SHARE = 1 / 64
 _EVENT_FIELDS = [
     "seq",
     "id",
@@ -597,7 +600,10 @@ class MilvusStore:
         self._meta_put_many(overflow)
         for chunk in chunks(rows, 500):
             self._client.insert(self.events_name, list(chunk))
+        latest: dict[str, Event] = {}
         for event in stored:
+            latest[event.namespace] = event
+        for event in latest.values():
             self._note_namespace(event.namespace, event.session, event.seq)
         self._maybe_calibrate()
         return stored
@@ -762,24 +768,47 @@ class MilvusStore:
         expr = _Expr.of(namespace, filters)
         scores: dict[int, float] = {}
         for field, weight in (("text_words", 1.0), ("context_words", lexical.CONTEXT_WEIGHT)):
-            (hits,) = self._client.search(
-                self.events_name,
-                data=[" ".join(words)],
-                anns_field=field,
-                limit=min(MAX_LIMIT, limit * 2),
-                filter=expr.text,
-                output_fields=["metadata", "timestamp"]
-                if filters.metadata or filters.since or filters.until
-                else [],
-                search_params={"metric_type": "BM25"},
-                consistency_level="Strong",
-            )
+            hits = self._bm25(field, " ".join(words), min(MAX_LIMIT, limit * 2), expr, filters)
             for h in hits:
                 if not _row_passes(h["entity"], filters):
                     continue
                 scores[int(h["id"])] = scores.get(int(h["id"]), 0.0) + weight * float(h["distance"])
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         return ranked[:limit]
+
+    def _bm25(self, field: str, query: str, limit: int, expr: _Expr, filters: Filters) -> list[Any]:
+        """BM25 hits of one sparse field, or none when Milvus cannot score them just now.
+
+        Milvus 2.5 sometimes computes NaN BM25 weights (a segment whose rows all have an empty
+        field, as the first episode of a session has no context, or statistics caught between
+        an insert and a delete). One retry; then the words of this field are left out of this
+        recall, which still ranks by meaning, rather than failing it.
+        """
+        for attempt in range(2):
+            try:
+                (hits,) = self._client.search(
+                    self.events_name,
+                    data=[query],
+                    anns_field=field,
+                    limit=limit,
+                    filter=expr.text,
+                    output_fields=["metadata", "timestamp"]
+                    if filters.metadata or filters.since or filters.until
+                    else [],
+                    search_params={"metric_type": "BM25"},
+                    consistency_level="Strong",
+                )
+                return list(hits)
+            except Exception as exc:
+                if "NaN" not in str(exc):
+                    raise
+                if attempt:
+                    log.warning(
+                        "BM25 scores unavailable; ranking by meaning", field=field, error=str(exc)[:160]
+                    )
+                else:
+                    time.sleep(0.05)
+        return []
 
     def events_at(self, namespace: str, seqs: Sequence[int]) -> dict[int, tuple[Event, Vectors]]:
         out: dict[int, tuple[Event, Vectors]] = {}
@@ -979,7 +1008,7 @@ class MilvusStore:
         exact = top(nlist)
         target = self.policy.calibration_target(len(probes))
         chosen, recall = nlist, 1.0
-        nprobe = 1
+        nprobe = max(1, int(nlist * MIN_NPROBE_SHARE))
         while nprobe < nlist:
             got = top(nprobe)
             measured = float(np.mean([len(a & b) / max(1, len(b)) for a, b in zip(got, exact, strict=True)]))
