@@ -105,6 +105,21 @@ class Settings(BaseSettings):
         description="With EMX_STORE=milvus: IVF lists per segment, fixed when the collection is created.",
     )
 
+    milvus_shards: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="With EMX_STORE=milvus: shards (insert channels) of a new collection; more spread writes "
+        "over a cluster's data nodes.",
+    )
+    milvus_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="With EMX_STORE=milvus: in-memory replicas Milvus loads the collection with (query "
+        "nodes holding each segment); 2 or more on a cluster so that losing a node loses no data in memory.",
+    )
+
     max_events: int = Field(
         default=1_000_000,
         ge=1,

@@ -81,7 +81,7 @@ def test_every_setting_is_in_the_manifest_with_its_default_and_secrecy() -> None
     assert set(listed) == {env_name(f) for f in Settings.model_fields}
     for field, info in Settings.model_fields.items():
         variable = listed[env_name(field)]
-        assert variable["isSecret"] is (field == "auth_token"), field
+        assert variable["isSecret"] is (field in ("auth_token", "milvus_token")), field
         if isinstance(info.default, bool):
             assert variable["format"] == "boolean" and variable["default"] == str(info.default).lower()
         elif info.default is not PydanticUndefined and info.default is not None:

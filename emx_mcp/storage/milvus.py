@@ -319,21 +319,24 @@ class MilvusStore:
             index.add_index(field, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         for field in ("namespace", "session_h", "id_h", "receipt"):
             index.add_index(field, index_type="INVERTED")
-        self._create(self.events_name, schema, index)
+        self._create(self.events_name, schema, index, shards=self.settings.milvus_shards)
 
     def _stored_dim(self) -> int:
         fields = self._client.describe_collection(self.events_name)["fields"]
         return int(next(f for f in fields if f["name"] == "vector")["params"]["dim"])
 
-    def _create(self, name: str, schema: Any, index: Any) -> None:
+    def _create(self, name: str, schema: Any, index: Any, shards: int = 1) -> None:
         try:
             self._client.create_collection(
-                name, schema=schema, index_params=index, consistency_level="Strong"
+                name, schema=schema, index_params=index, consistency_level="Strong", num_shards=shards
             )
         except Exception:
             if not self._client.has_collection(name):  # not a replica that created it first
                 raise
-        self._client.load_collection(name)
+        if self.settings.milvus_replicas > 1:
+            self._client.load_collection(name, replica_number=self.settings.milvus_replicas)
+        else:
+            self._client.load_collection(name)
 
     def close(self) -> None:
         if self._client is not None:
