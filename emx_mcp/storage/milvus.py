@@ -507,16 +507,20 @@ class MilvusStore:
         return np.asarray([r["vector"] for r in rows], dtype=np.float32)
 
     def _session_tail(self, namespace: str, session: str) -> tuple[int, str]:
-        """(last position, its text) of a session; (-1, "") when it has no events."""
+        """(last position, its text) of a session; (-1, "") when it has no events.
+
+        The last row can vanish between the two reads (another replica's write that gave its
+        places up); then the session is read again.
+        """
         expr = _Expr.of(namespace, Filters(session=session))
-        rows = self._query_all(expr, ["position"])
-        if not rows:
-            return -1, ""
-        last = max(int(r["position"]) for r in rows)
-        (row,) = self._query(
-            _Expr.of(namespace, Filters(session=session)).add("position == {p}", p=last), ["text"]
-        )
-        return last, str(row["text"])
+        while True:
+            rows = self._query_all(expr, ["seq", "position"])
+            if not rows:
+                return -1, ""
+            last = max(rows, key=lambda r: int(r["position"]))
+            found = self._query(_Expr.of(namespace).add("seq == {s}", s=int(last["seq"])), ["text"])
+            if found:
+                return int(last["position"]), str(found[0]["text"])
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -675,17 +679,21 @@ class MilvusStore:
                 if after is not None:
                     followers.add(after)
             for i in sorted(followers):
-                (row,) = self._client.query(
+                found = self._client.query(
                     self.events_name,
                     filter=f"seq == {order[i][1]}",
                     output_fields=["*"],
                     consistency_level="Strong",
                 )
-                before = ""
-                if i > 0:
-                    (prev,) = self._query(_Expr.of(namespace).add("seq == {s}", s=order[i - 1][1]), ["text"])
-                    before = prev["text"]
-                row = {k: v for k, v in row.items() if k not in ("text_words", "context_words")}
+                earlier = (
+                    self._query(_Expr.of(namespace).add("seq == {s}", s=order[i - 1][1]), ["text"])
+                    if i
+                    else []
+                )
+                if not found:  # forgotten meanwhile by another call
+                    continue
+                before = earlier[0]["text"] if earlier else ""
+                row = {k: v for k, v in found[0].items() if k not in ("text_words", "context_words")}
                 row["context"] = before
                 self._client.upsert(self.events_name, [row])
 
