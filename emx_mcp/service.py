@@ -69,6 +69,7 @@ class MemoryService:
         self.segmentation = settings.segmentation_config()
         self._predictors: Predictors | None = None
         self._open_lock = threading.Lock()
+        self._digests: dict[str, tuple[float, str]] = {}  # namespace -> (mtime, sha256) of its checkpoint
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -219,7 +220,14 @@ class MemoryService:
     def _fetch_checkpoint(self, namespace: str) -> None:
         """Bring the namespace's checkpoint another replica published, if it differs from the local file."""
         path = self._predictor_files().path(namespace)
-        have = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+        have = None
+        if path.exists():
+            mtime = path.stat().st_mtime
+            known = self._digests.get(namespace)
+            if known is None or known[0] != mtime:  # hash the file only when it changed
+                known = (mtime, hashlib.sha256(path.read_bytes()).hexdigest())
+                self._digests[namespace] = known
+            have = known[1]
         data = self._store.fetch(_checkpoint_name(namespace), have)
         if data is not None:
             with atomic_writer(path) as out:

@@ -988,7 +988,7 @@ class MilvusStore:
             self._calibrating.release()
 
     def calibrate(self) -> dict[str, Any]:
-        """Recall@10 for each nprobe on stored vectors, against exact search; keep the smallest that does.
+        """Recall@10 for each nprobe on 100 stored vectors drawn from the whole collection, against exact.
 
         The exact answers are computed here, from every stored vector (one pass with an
         iterator), never taken from Milvus itself: a search with nprobe = nlist is not exact
@@ -999,16 +999,7 @@ class MilvusStore:
         """
         nlist = self.settings.milvus_nlist
         total = self.total()
-        offset = random.randrange(max(1, min(total, MAX_LIMIT) - PROBES))
-        rows = self._client.query(
-            self.events_name,
-            filter="seq >= 0",
-            output_fields=["vector"],
-            limit=PROBES,
-            offset=offset,
-            consistency_level="Strong",
-        )
-        probes = self._vectors(rows)
+        probes = self._sample_vectors(PROBES)
         exact = self._exact_top(probes, 10)
 
         def recall_at(nprobe: int) -> float:
@@ -1040,6 +1031,17 @@ class MilvusStore:
         self._meta_put("calibration", "config", "", json.dumps(self._calibration))
         log.info("Milvus nprobe calibrated", **self._calibration)
         return self._calibration
+
+    def _sample_vectors(self, count: int) -> Vectors:
+        """`count` stored vectors drawn uniformly from the whole collection (one pass, reservoir sampling)."""
+        rng = random.Random()
+        sample: list[list[float]] = []
+        for seen, row in enumerate(self._iterate(_Expr().add("seq >= 0"), ["vector"], batch=4_000)):
+            if seen < count:
+                sample.append(row["vector"])
+            elif (slot := rng.randrange(seen + 1)) < count:
+                sample[slot] = row["vector"]
+        return np.asarray(sample, dtype=np.float32).reshape(-1, self.dim)
 
     def _exact_top(self, probes: Vectors, k: int) -> list[set[int]]:
         """The k stored rows nearest each probe by inner product, from a scan of every vector."""
