@@ -58,7 +58,10 @@ bench: install
 	$(BIN)/python benchmarks/retrieval_quality.py
 	$(BIN)/python benchmarks/lvm.py
 	$(BIN)/python benchmarks/health_example.py
+	$(BIN)/python benchmarks/encoders.py
 	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/replicas.py
+	$(BIN)/python benchmarks/stores.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
