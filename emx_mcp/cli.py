@@ -184,42 +184,53 @@ def format_outcome(outcome: Any) -> str:
     return "\n".join(rows)
 
 
-def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="overrides EMX_DATA_DIR")
-    parser.add_argument("--model", help="overrides EMX_MODEL")
+def _common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """Options every command takes, before or after the command's name.
+
+    The subcommands' copies default to SUPPRESS, so that an option given before the command is
+    not reset by the subparser.
+    """
+    parser.add_argument("--data-dir", default=default, help="overrides EMX_DATA_DIR")
+    parser.add_argument("--model", default=default, help="overrides EMX_MODEL")
     parser.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides EMX_LOG_LEVEL"
+        "--log-level",
+        default=default,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="overrides EMX_LOG_LEVEL",
     )
-    parser.add_argument("--store", choices=["embedded", "milvus"], help="overrides EMX_STORE")
-    parser.add_argument("--milvus-uri", help="overrides EMX_MILVUS_URI")
-    parser.add_argument("--milvus-collection", help="overrides EMX_MILVUS_COLLECTION")
+    parser.add_argument(
+        "--store", default=default, choices=["embedded", "milvus"], help="overrides EMX_STORE"
+    )
+    parser.add_argument("--milvus-uri", default=default, help="overrides EMX_MILVUS_URI")
+    parser.add_argument("--milvus-collection", default=default, help="overrides EMX_MILVUS_COLLECTION")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emx-mcp", description="Episodic memory MCP server.")
+    _common_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve_ = sub.add_parser("serve", help="run the MCP server (stdio by default)")
-    _common_options(serve_)
+    _common_options(serve_, argparse.SUPPRESS)
     serve_.add_argument("--transport", choices=["stdio", "sse", "http"], help="overrides EMX_TRANSPORT")
     serve_.add_argument("--host", help="overrides EMX_HOST (HTTP/SSE)")
     serve_.add_argument("--port", type=int, help="overrides EMX_PORT (HTTP/SSE)")
 
     health_ = sub.add_parser("health", help="print the index_health report of a namespace")
-    _common_options(health_)
+    _common_options(health_, argparse.SUPPRESS)
     health_.add_argument("--namespace", default="default")
     health_.add_argument(
         "--json", action="store_true", help="print the report as JSON, as the tool returns it"
     )
 
     export_ = sub.add_parser("export", help="write memories to a JSON-lines file")
-    _common_options(export_)
+    _common_options(export_, argparse.SUPPRESS)
     export_.add_argument("--out", required=True, help="the file to write (replaced when complete)")
     export_.add_argument("--namespace", help="only this namespace (default: all)")
     export_.add_argument("--no-embeddings", action="store_true", help="leave the vectors out (smaller file)")
 
     import__ = sub.add_parser("import", help="read memories from a JSON-lines file written by export")
-    _common_options(import__)
+    _common_options(import__, argparse.SUPPRESS)
     import__.add_argument("file")
     import__.add_argument(
         "--on-error",
@@ -229,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     lvm = sub.add_parser("train-lvm", help="train the next-episode predictor used by predict_next")
-    _common_options(lvm)
+    _common_options(lvm, argparse.SUPPRESS)
     lvm.add_argument("--namespace", default="default")
     lvm.add_argument("--context", type=int, default=16, help="episodes of context (default 16)")
     lvm.add_argument("--epochs", type=int, default=20, help="at most this many epochs (default 20)")
@@ -307,6 +318,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         serve(settings)
         return 0
+    if (
+        args.command in ("health", "export")
+        and settings.store == "embedded"
+        and not settings.db_path.exists()
+    ):
+        print(
+            f"emx-mcp: no memory store at {settings.data_dir} (no {settings.db_path.name}); check --data-dir "
+            "or EMX_DATA_DIR. Nothing was created.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return COMMANDS[args.command](settings, args)
     except EmxError as exc:

@@ -217,6 +217,16 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("auth_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "EMX_AUTH_TOKEN is blank; no request could ever present it. Set a random secret of at least "
+                f"{MIN_TOKEN_CHARS} characters, or unset it."
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_network_security(self) -> Settings:
         if self.transport == "stdio":

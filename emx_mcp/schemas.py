@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -65,10 +66,15 @@ def _field(info: ValidationInfo) -> str:
     return info.field_name or "text"
 
 
+def blank(value: str) -> bool:
+    """Nothing to read: only whitespace and invisible format characters (zero-width spaces, BOM)."""
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in value)
+
+
 def check_text(value: str, info: ValidationInfo) -> str:
     what = _field(info)
     limit = (info.context or {}).get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)
-    if not value.strip():
+    if blank(value):
         raise ValueError(f"{what} is empty; send the text to store or search for.")
     if len(value) > limit:
         raise ValueError(
@@ -83,7 +89,7 @@ def check_queries(values: list[str], info: ValidationInfo) -> list[str]:
     limit = (info.context or {}).get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)
     for i, value in enumerate(values):
         what = f"queries[{i}]"
-        if not value.strip():
+        if blank(value):
             raise ValueError(f"{what} is empty; send the text to search for.")
         if len(value) > limit:
             raise ValueError(

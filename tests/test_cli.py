@@ -115,3 +115,29 @@ def test_import_skips_timestamps_outside_the_calendar_without_a_traceback(
     captured = capsys.readouterr()
     assert f"{out}:2: " in captured.err and f"{out}:3: " in captured.err and "out of range" in captured.err
     assert "Traceback" not in captured.err and "imported 1" in captured.out
+
+
+def test_global_options_work_before_the_command_as_the_readme_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`emx-mcp --data-dir X import f.jsonl` (the README's form) and the form after the command."""
+    source = store(tmp_path / "a")
+    for note in NOTES:
+        remember(source, note, session="s")
+    source.close()
+    out = tmp_path / "export.jsonl"
+    assert cli.main(["--data-dir", str(tmp_path / "a"), "export", "--out", str(out)]) == 0
+    assert cli.main(["--data-dir", str(tmp_path / "b"), "import", str(out)]) == 0
+    assert "imported 3" in capsys.readouterr().out
+    args = cli.build_parser().parse_args(["--log-level", "ERROR", "health", "--data-dir", "x"])
+    assert (args.log_level, args.data_dir) == ("ERROR", "x")
+
+
+@pytest.mark.parametrize("command", [["health"], ["export", "--out", "unused.jsonl"]])
+def test_read_only_commands_refuse_a_data_dir_without_a_store(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "no-such-store"
+    assert cli.main([*command, "--data-dir", str(typo)]) == 2
+    assert "no memory store at" in capsys.readouterr().err
+    assert not typo.exists(), "a read-only command created a store"

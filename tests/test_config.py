@@ -115,3 +115,9 @@ def test_episode_sizes_must_be_ordered(
         "EMX_SEGMENT_MIN_SENTENCES (10) is larger than EMX_SEGMENT_MAX_SENTENCES (5)"
         in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("token", [" " * 20, "\t\n" * 10])
+def test_a_blank_token_is_refused_at_start(tmp_path: Path, token: str) -> None:
+    with pytest.raises(ValueError, match="EMX_AUTH_TOKEN is blank"):
+        Settings(data_dir=tmp_path, auth_token=token)  # type: ignore[arg-type]

@@ -53,3 +53,12 @@ def test_text_limit_comes_from_the_setting() -> None:
 def test_timestamps_are_normalised_to_utc() -> None:
     request = parse(RememberRequest, {"text": "x", "timestamp": "2026-03-01T10:00:00+02:00"})
     assert request.timestamp == "2026-03-01T08:00:00.000000Z"
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200b\u200b", "\ufeff \u2060\n", "\u200d\t\u200c"])
+def test_a_text_of_only_invisible_characters_is_empty(text: str) -> None:
+    with pytest.raises(InvalidInput, match="text is empty"):
+        parse(RememberRequest, {"text": text})
+    with pytest.raises(InvalidInput, match=r"queries\[0\] is empty"):
+        parse(RecallBatchRequest, {"queries": [text]})
+    assert parse(RememberRequest, {"text": "\u200bword"}).text == "\u200bword"  # something to read
