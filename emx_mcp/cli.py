@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import structlog
 
 from emx_mcp.app import build_service
 from emx_mcp.config import Settings
+from emx_mcp.embedding import model_problem
 from emx_mcp.errors import EmxError
 from emx_mcp.schemas import HealthRequest, namespace
 from emx_mcp.service import MemoryService
@@ -86,19 +89,29 @@ def export(settings: Settings, args: argparse.Namespace) -> int:
     from emx_mcp.transfer import export_jsonl
 
     chosen = None if args.namespace is None else namespace(args.namespace)
+    to_stdout = args.out == "-"
+    if to_stdout:
+        scratch = tempfile.TemporaryDirectory(prefix="emx-export-")
+        out = Path(scratch.name) / "export.jsonl"
+    else:
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            print(f"emx-mcp: the folder {out.parent} does not exist; create it first.", file=sys.stderr)
+            return 2
     service = _open_service(settings)
     try:
         total = service.count(chosen)
         with tqdm(total=total, desc="exporting", unit="event", file=sys.stderr) as bar:
-            count = export_jsonl(
-                service,
-                Path(args.out),
-                chosen,
-                embeddings=not args.no_embeddings,
-                progress=bar.update,
-            )
+            count = export_jsonl(service, out, chosen, embeddings=not args.no_embeddings, progress=bar.update)
     finally:
         service.close()
+    if to_stdout:  # `--out -`: the lines on stdout, the summary on stderr
+        with out.open("rb") as fh:
+            shutil.copyfileobj(fh, sys.stdout.buffer)
+        sys.stdout.flush()
+        scratch.cleanup()
+        print(f"exported {count:,} events to stdout", file=sys.stderr)
+        return 0
     print(f"exported {count:,} events to {args.out}")
     return 0
 
@@ -147,6 +160,19 @@ def train_lvm(settings: Settings, args: argparse.Namespace) -> int:
     from emx_mcp.lvm.train import TrainConfig
 
     checked = namespace(args.namespace)
+    problems = [
+        f"--{name} must be {rule}; got {value}"
+        for name, value, ok, rule in (
+            ("context", args.context, 1 <= args.context <= 256, "between 1 and 256"),
+            ("epochs", args.epochs, 1 <= args.epochs <= 1000, "between 1 and 1000"),
+            ("patience", args.patience, 1 <= args.patience <= 100, "between 1 and 100"),
+            ("alpha", args.alpha, 0.0 <= args.alpha <= 10.0, "between 0 and 10"),
+        )
+        if not ok
+    ]
+    if problems:
+        print("emx-mcp: " + "; ".join(problems) + ".", file=sys.stderr)
+        return 2
     config = TrainConfig(context=args.context, epochs=args.epochs, patience=args.patience, alpha=args.alpha)
     service = _open_service(settings)
     bar = tqdm(total=config.epochs, desc="training", unit="epoch", file=sys.stderr)
@@ -225,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export_ = sub.add_parser("export", help="write memories to a JSON-lines file")
     _common_options(export_, argparse.SUPPRESS)
-    export_.add_argument("--out", required=True, help="the file to write (replaced when complete)")
+    export_.add_argument(
+        "--out", required=True, help="the file to write (replaced when complete), or - for standard output"
+    )
     export_.add_argument("--namespace", help="only this namespace (default: all)")
     export_.add_argument("--no-embeddings", action="store_true", help="leave the vectors out (smaller file)")
 
@@ -313,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emx-mcp: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if args.command in ("serve", "import", "train-lvm") and (problem := model_problem(settings.model)):
+        print(f"emx-mcp: {problem}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         from emx_mcp.app import serve
 

@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -77,6 +78,32 @@ def load_sentence_transformer(location: str) -> Any:
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     return SentenceTransformer(location, device="cpu")
+
+
+def model_problem(model: str | None) -> str | None:
+    """Why EMX_MODEL cannot be loaded, found without loading it; None if it can be tried.
+
+    A folder must hold a sentence-transformers model (modules.json or config.json); a name must
+    already be in the local Hugging Face cache (nothing is downloaded at run time).
+    """
+    if model is None:
+        return None
+    folder = Path(model).expanduser()
+    if folder.exists():
+        if folder.is_dir() and ((folder / "modules.json").exists() or (folder / "config.json").exists()):
+            return None
+        return f"EMX_MODEL {model!r} is not a sentence-transformers model folder (no modules.json)."
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(model, local_files_only=True)
+    except Exception:
+        return (
+            f"EMX_MODEL {model!r} is neither a model folder nor a model in the local Hugging Face cache; "
+            "nothing is downloaded at run time. Give a folder, or unset EMX_MODEL for the packaged model."
+        )
+    return None
 
 
 class SentenceTransformerEncoder:

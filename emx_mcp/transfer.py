@@ -168,6 +168,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str | None, int]]:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte order mark, as some editors write: not part of the JSON
             try:
                 yield number, raw.decode("utf-8"), len(raw)
             except UnicodeDecodeError:

@@ -141,3 +141,57 @@ def test_read_only_commands_refuse_a_data_dir_without_a_store(
     assert cli.main([*command, "--data-dir", str(typo)]) == 2
     assert "no memory store at" in capsys.readouterr().err
     assert not typo.exists(), "a read-only command created a store"
+
+
+def test_export_to_stdout_and_into_a_missing_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = store(tmp_path / "a")
+    for note in NOTES:
+        remember(source, note, session="s")
+    source.close()
+    capsys.readouterr()
+    assert cli.main(["export", "--data-dir", str(tmp_path / "a"), "--out", "-", "--no-embeddings"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["text"] for line in captured.out.splitlines()] == NOTES
+    assert "exported 3 events to stdout" in captured.err
+    missing = tmp_path / "no-such-folder" / "out.jsonl"
+    assert cli.main(["export", "--data-dir", str(tmp_path / "a"), "--out", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err and not missing.parent.exists()
+    assert not (Path.cwd() / "-").exists()
+
+
+def test_an_import_file_with_a_byte_order_mark_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = store(tmp_path / "a")
+    remember(source, NOTES[0], session="s")
+    source.close()
+    out = tmp_path / "export.jsonl"
+    assert cli.main(["export", "--data-dir", str(tmp_path / "a"), "--out", str(out)]) == 0
+    out.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())  # as some editors save it
+    assert cli.main(["import", "--data-dir", str(tmp_path / "b"), str(out)]) == 0
+    assert "imported 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("option", "value"), [("--context", "0"), ("--alpha", "-1"), ("--epochs", "0")])
+def test_train_lvm_refuses_impossible_options_without_a_traceback(
+    tmp_path: Path, option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store(tmp_path).close()
+    assert cli.main(["train-lvm", "--data-dir", str(tmp_path), option, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{option} must be between" in err and "Traceback" not in err
+    assert not (tmp_path / "lvm").exists(), "a checkpoint was written"
+
+
+def test_a_model_that_cannot_load_is_refused_before_serving(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(
+        ["serve", "--data-dir", str(tmp_path), "--model", str(tmp_path / "nonexistent" / "model")]
+    )
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "EMX_MODEL" in line and "nothing is downloaded" in line
+    assert cli.main(["serve", "--data-dir", str(tmp_path), "--model", "no-such-org/no-such-model"]) == 2
