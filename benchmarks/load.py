@@ -230,6 +230,21 @@ async def recalled_first(server: HttpServer, events: dict[str, str]) -> list[str
     return missed
 
 
+def tool_rows(load: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Requests, rate and p50/p95/p99 latency of each tool in a `run_load` result."""
+    rows = {}
+    for tool in WEIGHTS:
+        ms = [s * 1000 for s in load["latencies"][tool]]
+        rows[tool] = {
+            "requests": len(ms),
+            "per_s": round(len(ms) / load["elapsed_s"], 2),
+            "p50_ms": round(percentile(ms, 50), 1) if ms else None,
+            "p95_ms": round(percentile(ms, 95), 1) if ms else None,
+            "p99_ms": round(percentile(ms, 99), 1) if ms else None,
+        }
+    return rows
+
+
 def one_run(work: Path, config: str, clients: int, seconds: int, models: Path) -> dict[str, Any]:
     data_dir = work / f"{config}-{clients}" / "data"
     data_dir.mkdir(parents=True)
@@ -252,16 +267,7 @@ def one_run(work: Path, config: str, clients: int, seconds: int, models: Path) -
     finally:
         server.stop()
     acknowledged = load["acknowledged"]
-    rows = {}
-    for tool in WEIGHTS:
-        ms = [s * 1000 for s in load["latencies"][tool]]
-        rows[tool] = {
-            "requests": len(ms),
-            "per_s": round(len(ms) / load["elapsed_s"], 2),
-            "p50_ms": round(percentile(ms, 50), 1) if ms else None,
-            "p95_ms": round(percentile(ms, 95), 1) if ms else None,
-            "p99_ms": round(percentile(ms, 99), 1) if ms else None,
-        }
+    rows = tool_rows(load)
     total = sum(r["requests"] for r in rows.values())
     return {
         "config": config,

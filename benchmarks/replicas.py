@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from common import percentile, save
-from load import EMX, WEIGHTS, HttpServer, export, free_port, recalled_first, run_load, until_ready
+from common import save
+from load import EMX, HttpServer, export, free_port, recalled_first, run_load, tool_rows, until_ready
 
 
 class Spread:
@@ -114,15 +114,7 @@ def main() -> None:
         milvus.wait(60)
         shutil.rmtree(work, ignore_errors=True)
     acknowledged = load["acknowledged"]
-    tools = {}
-    for tool in WEIGHTS:
-        ms = [s * 1000 for s in load["latencies"][tool]]
-        tools[tool] = {
-            "requests": len(ms),
-            "p50_ms": round(percentile(ms, 50), 1) if ms else None,
-            "p95_ms": round(percentile(ms, 95), 1) if ms else None,
-            "p99_ms": round(percentile(ms, 99), 1) if ms else None,
-        }
+    tools = tool_rows(load)
     total = sum(t["requests"] for t in tools.values())
     result = {
         "clients": args.clients,

@@ -27,6 +27,14 @@ def store(path: Path) -> MemoryService:
     return open_service(Settings(data_dir=path), DefaultIdEncoder())
 
 
+def store_with_notes(path: Path) -> None:
+    """A closed store at `path` holding NOTES in one session, in order."""
+    source = store(path)
+    for note in NOTES:
+        remember(source, note, session="s")
+    source.close()
+
+
 async def test_health_json_is_the_tool_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     service = store(tmp_path)
     for note in NOTES:
@@ -121,10 +129,7 @@ def test_global_options_work_before_the_command_as_the_readme_shows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`emx-mcp --data-dir X import f.jsonl` (the README's form) and the form after the command."""
-    source = store(tmp_path / "a")
-    for note in NOTES:
-        remember(source, note, session="s")
-    source.close()
+    store_with_notes(tmp_path / "a")
     out = tmp_path / "export.jsonl"
     assert cli.main(["--data-dir", str(tmp_path / "a"), "export", "--out", str(out)]) == 0
     assert cli.main(["--data-dir", str(tmp_path / "b"), "import", str(out)]) == 0
@@ -146,10 +151,7 @@ def test_read_only_commands_refuse_a_data_dir_without_a_store(
 def test_export_to_stdout_and_into_a_missing_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = store(tmp_path / "a")
-    for note in NOTES:
-        remember(source, note, session="s")
-    source.close()
+    store_with_notes(tmp_path / "a")
     capsys.readouterr()
     assert cli.main(["export", "--data-dir", str(tmp_path / "a"), "--out", "-", "--no-embeddings"]) == 0
     captured = capsys.readouterr()

@@ -43,10 +43,10 @@ def test_a_short_reply_is_found_by_the_question_it_answers(service: MemoryServic
     """The episode before it in its session counts as its context for the words."""
     ids = fill(
         service,
-        ["Melanie: Where did you go hiking last weekend?", "Caroline: Up to the lake, it was beautiful!"],
+        ["Ana: Where did you go hiking last weekend?", "Ben: Up to the lake, it was beautiful!"],
         session="chat",
     )
-    found = recall(service, "Where did Caroline go hiking?", k=2, mode="lexical")
+    found = recall(service, "Where did Ben go hiking?", k=2, mode="lexical")
     assert ids[1] in [h.event.id for h in found]
 
 
