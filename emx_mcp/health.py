@@ -168,7 +168,7 @@ def report(stats: StoreStats, limits: Limits) -> HealthReport:
         bytes_in_memory=index.bytes_in_memory,
         bytes_on_disk=DiskUse(event_log=stats.event_log_bytes, index_snapshot=stats.snapshot_bytes),
         capacity=Capacity(
-            events=stats.events_in_store,
+            events_in_store=stats.events_in_store,
             max_events=limits.max_events,
             used=round(stats.events_in_store / limits.max_events, 4),
         ),
@@ -201,7 +201,9 @@ def render(h: HealthReport) -> str:
             f"  encoder    {e.backend}, {state}; {e.batches:,} shared calls, {e.mean_batch} texts each"
         )
     c = h.capacity
-    lines.append(f"  capacity   {c.events:,} of {c.max_events:,} events ({c.used:.1%})")
+    lines.append(
+        f"  capacity   {c.events_in_store:,} of {c.max_events:,} events in all namespaces ({c.used:.1%})"
+    )
     d = h.bytes_on_disk
     lines.append(
         f"  size       {h.bytes_in_memory / mb:.1f} MiB in memory; on disk {d.event_log / mb:.1f} MiB "

@@ -7,6 +7,7 @@ values.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import unicodedata
@@ -222,9 +223,9 @@ Contiguity = Annotated[int, Field(ge=0, le=MAX_CONTIGUITY)]
 
 
 class Request(BaseModel):
-    """A tool's arguments: strict types (no "5" for 5, no true for 1), checked when made."""
+    """A tool's arguments: strict types (no "5" for 5, no true for 1), no unknown names, checked when made."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
 class RememberRequest(Request):
@@ -428,10 +429,17 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
         return str((error.get("ctx") or {}).get("error", error["msg"]))
     if kind == "missing":
         return f"{where} is required."
+    if kind == "extra_forbidden" and len(loc) == 1:
+        fields = model.model_fields
+        valid = sorted(fields, key=lambda name: not fields[name].is_required())  # required ones first
+        return unknown_argument(str(loc[0]), valid)
     if kind in _EXPECTED:
         if loc and loc[-1] == "[key]":
             return f"{_where(loc[:-2])} keys must be strings."
-        return f"{where} must be {_EXPECTED[kind]}; got {_json_type(given)}."
+        hint = ""
+        if isinstance(given, str) and kind in ("dict_type", "model_type", "list_type"):
+            hint = " Send the JSON value itself, not text that encodes it."
+        return f"{where} must be {_EXPECTED[kind]}; got {_json_type(given)}.{hint}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         low, high = _bounds(model, str(loc[0]))
         if low is not None and high is not None:
@@ -447,6 +455,22 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
             return f"{where} must hold at least {low} item(s); got {size}."
         return f"{where} may hold at most {high} items; got {size}."
     return f"{where}: {error['msg']}."
+
+
+def closest(name: str, valid: list[str]) -> str | None:
+    """The valid name `name` most likely meant: one it contains as a word (top_k: k), else the most alike."""
+    words = [w for w in re.split(r"[_\W]+", name.lower()) if w]
+    for candidate in valid:
+        if candidate in words or candidate == name.lower():
+            return candidate
+    alike = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.6)
+    return alike[0] if alike else None
+
+
+def unknown_argument(name: str, valid: list[str]) -> str:
+    guess = closest(name, valid)
+    hint = f" Did you mean {guess!r}?" if guess else ""
+    return f"unknown argument {name[:60]!r}.{hint} This tool takes: {', '.join(valid)}."
 
 
 def tool_schema(model: type[BaseModel], max_text_chars: int) -> dict[str, Any]:
@@ -550,8 +574,12 @@ class PredictorInfo(BaseModel):
     context: int = Field(description="Episodes of context the model reads.")
     method: str = Field(description="What validation chose: lvm, blend, analog or copy_last.")
     blend_weight: float | None
-    metrics: dict[str, dict[str, float]] = Field(
-        description="Validation Hit@1/5/10 and MRR against the whole memory, per method (and in-batch Hit@5)."
+    validation: dict[str, float] = Field(
+        description="The chosen method's validation Hit@1/5/10 and MRR against the whole memory "
+        "(all methods' figures: `emx-mcp train-lvm` and the checkpoint)."
+    )
+    baseline_hit_at_5: float | None = Field(
+        description="Validation Hit@5 of the better baseline (copy_last or analog), for comparison."
     )
 
 
@@ -592,9 +620,12 @@ class TrainingInfo(BaseModel):
 
 
 class Capacity(BaseModel):
-    events: int
-    max_events: int
-    used: float = Field(description="events / max_events; health warns from 0.8.")
+    events_in_store: int = Field(
+        description="Events of every namespace together: EMX_MAX_EVENTS bounds the whole store "
+        "(`events_in_log` counts this namespace alone)."
+    )
+    max_events: int = Field(description="EMX_MAX_EVENTS.")
+    used: float = Field(description="events_in_store / max_events; health warns from 0.8.")
 
 
 class DiskUse(BaseModel):
@@ -622,7 +653,7 @@ class HealthReport(BaseModel):
     index_type: str
     vectors: int
     buffered: int = Field(description="Vectors in the exact training buffer (all of them until IVF trains).")
-    events_in_log: int
+    events_in_log: int = Field(description="Events of this namespace.")
     train_at: int
     nlist: int
     nprobe: int

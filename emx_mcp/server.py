@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import json
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -76,7 +75,6 @@ class ServiceTool(Tool):
     render: Callable[[Any], str]
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
-        arguments = _decode_json_strings(self.parameters, arguments)
         try:
             request = parse(self.request_model, arguments, self.max_text_chars)
             result = await self.fn(request)
@@ -98,22 +96,6 @@ class ServiceTool(Tool):
             content=[TextContent(type="text", text=self.render(result))], structured_content=structured
         )
         return self.fn_metadata.convert_result(reply)
-
-
-def _decode_json_strings(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
-    """Some clients send list and object arguments as JSON text; decode those, leave the rest alone."""
-    out = dict(arguments)
-    for name, value in arguments.items():
-        prop = schema.get("properties", {}).get(name, {})
-        kinds = {prop.get("type")} | {option.get("type") for option in prop.get("anyOf", [])}
-        if isinstance(value, str) and kinds & {"array", "object"}:
-            try:
-                decoded = json.loads(value)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(decoded, list | dict):
-                out[name] = decoded
-    return out
 
 
 async def off_loop(fn: Callable[..., T], /, *args: Any) -> T:
@@ -229,12 +211,17 @@ def predicted(result: Prediction) -> PredictNextResult:
     info = None
     if result.checkpoint is not None:
         header = result.checkpoint.header
+        outcome = header.outcome
+        label = {"lvm": "lvm", "blend": f"blend_{outcome.blend_weight}"}.get(outcome.method, outcome.method)
+        chosen = outcome.metrics.get(label, {})
+        baselines = [outcome.metrics[m]["hit@5"] for m in ("copy_last", "analog") if m in outcome.metrics]
         info = PredictorInfo(
             trained_at=header.trained_at,
             context=header.context,
-            method=header.outcome.method,
-            blend_weight=header.outcome.blend_weight,
-            metrics=header.outcome.metrics,
+            method=outcome.method,
+            blend_weight=outcome.blend_weight,
+            validation={k: v for k, v in chosen.items() if k in ("hit@1", "hit@5", "hit@10", "mrr")},
+            baseline_hit_at_5=max(baselines) if baselines else None,
         )
     return PredictNextResult(
         method=result.method,  # type: ignore[arg-type]
@@ -310,7 +297,7 @@ class MemoryTools:
     async def forget(self, request: ForgetRequest) -> ForgetResult:
         """Delete memories for good: the events with the given `ids`, or every event of `session`.
 
-        Only when the user asks to forget something, or a memory is wrong. Pass exactly one of
+        Use it only when the user asks to forget something, or a memory is wrong. Pass exactly one of
         `ids` or `session`, and `confirm=true` (without it nothing is deleted). If any id is
         unknown, nothing is deleted. Returns how many events were removed and their ids.
         """

@@ -89,14 +89,64 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
+UNAUTHORIZED = (
+    "the bearer token is missing or is not this server's EMX_AUTH_TOKEN. emx-mcp does not use OAuth: "
+    "send the header 'Authorization: Bearer <EMX_AUTH_TOKEN>'"
+)
+
+
+class ExplainUnauthorized:
+    """Every 401 says what to send: the SDK's says only "Authentication required".
+
+    Clients treat any 401 as a cue for OAuth; one that reports the server's reason instead (the
+    Inspector CLI with --stored-auth-only) now shows the user what is wrong.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def explain(message: Any) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                replaced = True
+                body = json.dumps({"error": "invalid_token", "error_description": UNAUTHORIZED}).encode()
+                header = f'Bearer error="invalid_token", error_description="{UNAUTHORIZED}"'
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"www-authenticate", header.encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, receive, explain)
+
+
 def network_app(server: MCPServer, settings: Settings) -> Starlette:
     """The ASGI app for EMX_TRANSPORT=http (streamable HTTP at /mcp) or sse (/sse and /messages/)."""
     security = transport_security(settings)
     if settings.transport == "http":
-        return server.streamable_http_app(transport_security=security, host=settings.host)
-    if settings.transport == "sse":
-        return server.sse_app(transport_security=security, host=settings.host)
-    raise ValueError(f"{settings.transport!r} is not a network transport")
+        app = server.streamable_http_app(transport_security=security, host=settings.host)
+    elif settings.transport == "sse":
+        app = server.sse_app(transport_security=security, host=settings.host)
+    else:
+        raise ValueError(f"{settings.transport!r} is not a network transport")
+    if settings.auth_token is not None:
+        app.add_middleware(ExplainUnauthorized)
+    return app
 
 
 def serve_network(server: MCPServer, settings: Settings) -> None:

@@ -63,7 +63,7 @@ def test_health_text_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert cli.main(["health", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("namespace default: ok") and "flat (exact); 1 vectors" in out
-    assert "capacity   1 of 1,000,000 events" in out
+    assert "capacity   1 of 1,000,000 events in all namespaces" in out
     assert cli.main(["health", "--data-dir", str(tmp_path), "--namespace", "no/such"]) == 1
     assert "namespace 'no/such' is not allowed" in capsys.readouterr().err
 

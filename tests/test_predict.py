@@ -77,8 +77,8 @@ def save_checkpoint(
 ) -> None:
     model = NextEpisodeGRU(service.encoder.dim, hidden=16)
     metrics = {
-        m: {"hit@1": 0.1, "hit@5": 0.2, "hit@10": 0.3, "mrr": 0.15, "in_batch_hit@5": 0.9}
-        for m in ("copy_last", "analog", "lvm")
+        m: {"hit@1": 0.1, "hit@5": hit5, "hit@10": 0.3, "mrr": 0.15, "in_batch_hit@5": 0.9}
+        for m, hit5 in (("copy_last", 0.2), ("analog", 0.3), ("lvm", 0.4), ("blend_0.75", 0.5))
     }
     outcome = train.Outcome(method, weight, metrics, best_epoch=2)
     path = checkpoint_path(service.settings.data_dir, "default")
@@ -161,7 +161,9 @@ async def test_predict_next_tool(client: Client, service: MemoryService) -> None
     save_checkpoint(service, "blend", 0.75)
     out = (await client.call_tool("predict_next", {"session": "s", "k": 2})).structured_content or {}
     assert out["method"] == "blend" and out["model"]["blend_weight"] == 0.75
-    assert out["model"]["metrics"]["lvm"]["hit@5"] == 0.2
+    # Only the chosen method's figures and the better baseline's Hit@5, not every method's block.
+    assert out["model"]["validation"] == {"hit@1": 0.1, "hit@5": 0.5, "hit@10": 0.3, "mrr": 0.15}
+    assert out["model"]["baseline_hit_at_5"] == 0.3 and "metrics" not in out["model"]
     bad = await client.call_tool("predict_next", {"after_event_id": "unknown"})
     assert bad.is_error and "no event with id" in bad.content[0].text  # type: ignore[union-attr]
     tools = {t.name: t for t in (await client.list_tools()).tools}

@@ -150,8 +150,61 @@ async def test_index_health_tool(client: Client) -> None:
     health = await call(client, "index_health")
     assert health["status"] == "ok" and health["kind"] == "flat"
     assert health["vectors"] == health["events_in_log"] == 1
-    assert health["capacity"]["events"] == 1
+    assert health["capacity"]["events_in_store"] == 1
     assert "namespace" in await error_text(client, "index_health", namespace="bad/ns")
+
+
+async def test_capacity_counts_the_store_and_events_in_log_the_namespace(client: Client) -> None:
+    await call(client, "remember", text="one memory")
+    await call(client, "remember", text="another memory", namespace="other")
+    health = await call(client, "index_health", namespace="other")
+    assert health["events_in_log"] == 1 and health["capacity"]["events_in_store"] == 2
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    capacity = tools["index_health"].output_schema["$defs"]["Capacity"]["properties"]  # type: ignore[index]
+    assert "every namespace" in capacity["events_in_store"]["description"]
+
+
+async def test_unknown_arguments_are_refused_with_the_closest_name(client: Client) -> None:
+    await call(client, "remember", text="the deploy key rotates monthly")
+    text = await error_text(client, "recall", query="deploy key", top_k=3)
+    assert "unknown argument 'top_k'" in text and "Did you mean 'k'?" in text
+    assert "Did you mean 'namespace'?" in await error_text(client, "remember", text="x", namspace="a")
+    assert "Did you mean 'confirm'?" in await error_text(client, "forget", session="s", confirmed=True)
+    # No guess when nothing is alike, but the tool's arguments are named, required ones first.
+    assert "This tool takes: query, k," in await error_text(client, "recall", query="x", zzz=1)
+
+
+async def test_no_argument_is_coerced_from_another_type(client: Client) -> None:
+    stored = await call(client, "remember", text="the staging database is on port 5433")
+    session = stored["session"]
+    assert "confirm must be true or false; got a string" in await error_text(
+        client, "forget", session=session, confirm="true"
+    )
+    assert "k must be an integer; got a boolean" in await error_text(client, "recall", query="port", k=True)
+    assert "k must be an integer; got a string" in await error_text(client, "recall", query="port", k="3")
+    text = await error_text(client, "remember", text="x", metadata='{"a": 1}')
+    assert "metadata must be a JSON object; got a string" in text
+    assert "must be a list of strings; got a string" in await error_text(
+        client, "recall_batch", queries='["a"]'
+    )
+    # One line, and none of pydantic's boilerplate (its links, "validation error", "input_value").
+    for message in (text, await error_text(client, "recall", query=5)):
+        assert "\n" not in message and "pydantic" not in message and "input_value" not in message
+    assert (await call(client, "recall", query="staging database port"))["results"][0]["session"] == session
+
+
+async def test_every_argument_is_described_and_limited(client: Client) -> None:
+    for tool in (await client.list_tools()).tools:
+        schema = tool.input_schema
+        assert schema.get("additionalProperties") is False, tool.name
+        for name, prop in schema["properties"].items():
+            assert prop.get("description"), f"{tool.name}.{name} has no description"
+        said = (tool.description or "").lower()
+        assert tool.title and "use it" in said and "return" in said, tool.name  # when to use, what comes back
+    recall = next(t for t in (await client.list_tools()).tools if t.name == "recall").input_schema
+    k = recall["properties"]["k"]
+    assert (k["minimum"], k["maximum"]) == (1, 100) and "1-100" in k["description"]
+    assert recall["properties"]["query"]["maxLength"] > 0
 
 
 async def test_remember_returns_one_item_per_episode_with_surprise(client: Client) -> None:

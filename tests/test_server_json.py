@@ -94,3 +94,18 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     table = README[README.index("## Settings") :]
     for field in Settings.model_fields:
         assert f"`{env_name(field)}`" in table, f"{env_name(field)} is not in the README's settings table"
+
+
+def test_the_readme_inspector_examples_are_pinned_and_safe() -> None:
+    """Pinned to the tested version; stdio ones get a data directory, HTTP ones no OAuth detour."""
+    pinned = json.loads((ROOT / ".tools" / "package.json").read_text())["dependencies"]
+    version = pinned["@modelcontextprotocol/inspector"]
+    joined = README.replace("\\\n", " ")  # shell line continuations
+    examples = re.findall(r"npx[^\n]*@modelcontextprotocol/inspector[^\n]*", joined)
+    assert examples
+    for example in examples:
+        assert f"@modelcontextprotocol/inspector@{version} " in example, example
+        if "--transport http" in example or "--server-url" in example:
+            assert "--stored-auth-only" in example, example
+        else:
+            assert "-e EMX_DATA_DIR=" in example, example

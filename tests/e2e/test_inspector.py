@@ -72,15 +72,21 @@ def test_inspector_over_http_with_a_token(tmp_path: Path) -> None:
         target = ["--transport", "http", "--server-url", server.url]
         list_remember_recall([*target, "--header", f"Authorization: Bearer {TOKEN}"])
         env = {**os.environ, "PATH": f"{NODE_BIN}{os.pathsep}{os.environ['PATH']}"}
-        refused = subprocess.run(
-            [str(INSPECTOR), "--cli", *target, "--stored-auth-only", "--method", "tools/list"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        # Without the token the server answers 401, which the Inspector reports as auth required.
-        assert refused.returncode != 0 and "auth_required" in refused.stderr
+        for header in ([], ["--header", "Authorization: Bearer not-the-token-at-all"]):
+            refused = subprocess.run(
+                [str(INSPECTOR), "--cli", *target, *header, "--stored-auth-only", "--method", "tools/list"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                stdin=subprocess.DEVNULL,
+            )
+            # The server answers 401; with --stored-auth-only (as the README's example runs it) the
+            # Inspector shows the server's reason instead of starting an OAuth flow.
+            said = refused.stdout + refused.stderr
+            assert refused.returncode != 0 and "auth_required" in said, said
+            assert "OAuth" not in said.replace("does not use OAuth", ""), said
+            assert "is not this server's EMX_AUTH_TOKEN" in said, said
 
 
 def test_inspector_runs_every_tool_on_milvus_lite(tmp_path: Path) -> None:
