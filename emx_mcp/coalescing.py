@@ -22,17 +22,23 @@ A caller whose tool call is cancelled (see `cancel_token`) stops waiting at once
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import numpy as np
 import structlog
 
 from emx_mcp.embedding import Encoder, Vectors
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 MAX_TEXTS = 16
 MAX_CHARS = 16_000
@@ -45,6 +51,20 @@ POLL_S = 0.02
 cancel_token: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
     "emx_cancel_token", default=None
 )
+
+
+# Set (by the server, per tool call) to a function that sends the caller a progress notification
+# (done, total, message); a no-op unless the caller asked for progress. Long work reports through it.
+progress_reporter: contextvars.ContextVar[Callable[[float, float, str], None] | None] = (
+    contextvars.ContextVar("emx_progress_reporter", default=None)
+)
+
+
+def report_progress(done: float, total: float, message: str) -> None:
+    """Tell the tool call's caller how far the work is, if it asked (from a worker thread)."""
+    reporter = progress_reporter.get()
+    if reporter is not None:
+        reporter(done, total, message)
 
 
 class Cancelled(Exception):
@@ -222,3 +242,34 @@ class CoalescingEncoder:
                 if request in self._queue:
                     self._queue.remove(request)
                 request.done.set()
+
+
+async def off_loop(fn: Callable[..., T], /, *args: Any) -> T:
+    """Run a service call in a worker thread, off the event loop.
+
+    If the tool call is cancelled meanwhile, the call's token fires: a request still waiting for
+    the encoder leaves its queue and fails (nothing is stored), and the thread is free at once.
+    """
+    token = threading.Event()
+
+    async def watch() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            token.set()
+
+    context = contextvars.copy_context()
+    context.run(cancel_token.set, token)
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            result = await anyio.to_thread.run_sync(functools.partial(context.run, fn, *args))
+        except Exception as exc:  # raised below, outside the group, as itself (not in a group)
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        if isinstance(failure, Cancelled):
+            await anyio.lowlevel.checkpoint()  # the call's own cancellation, not a tool error
+        raise failure
+    return result

@@ -7,6 +7,11 @@ then the text.
 
 from __future__ import annotations
 
+import base64
+
+from mcp.types import Icon
+
+from emx_mcp.retrieval import Hit, Recalled
 from emx_mcp.schemas import (
     ForgetResult,
     PredictNextResult,
@@ -15,6 +20,22 @@ from emx_mcp.schemas import (
     RecallResult,
     RememberResult,
 )
+
+# One small mark for the server, its tools, resources and prompts (clients show it beside them).
+ICON_SVG = (
+    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><rect width='32' height='32' rx='7' "
+    "fill='#2d4a7a'/><circle cx='11' cy='16' r='4' fill='#fff'/>"
+    "<circle cx='21' cy='10' r='3' fill='#9cc3ff'/><circle cx='21' cy='22' r='3' fill='#9cc3ff'/>"
+    "<path d='M14 15l5-4M14 17l5 4' stroke='#fff' "
+    "stroke-width='1.6'/></svg>"
+)
+ICONS = [
+    Icon(
+        src="data:image/svg+xml;base64," + base64.b64encode(ICON_SVG.encode()).decode(),
+        mime_type="image/svg+xml",
+        sizes=["any"],
+    )
+]
 
 SESSION_SHOWN = 6  # leading characters of a session id in item headers
 
@@ -88,3 +109,24 @@ def forget(result: ForgetResult) -> str:
 
 def _count(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
+
+
+def recalled(hit: Hit) -> RecalledEvent:
+    e = hit.event
+    return RecalledEvent(
+        id=e.id,
+        text=e.text,
+        score=round(hit.score, 4),
+        session=e.session,
+        position=e.position,
+        timestamp=second(e.timestamp),
+        metadata=e.metadata,
+        via=hit.via,
+        neighbour_of=hit.neighbour_of,
+        duplicates=hit.duplicates,
+        truncated=hit.truncated,
+    )
+
+
+def results(found: Recalled) -> RecallResult:
+    return RecallResult(results=[recalled(h) for h in found.hits], omitted=found.omitted)

@@ -691,6 +691,58 @@ class HealthReport(BaseModel):
     )
 
 
+# -- browsing (resources, prompts, the memory browser) -----------------------------------------
+
+SESSIONS_PAGE = 50
+EPISODES_PAGE = 100
+RECENT_EPISODES = 20
+
+
+class NamespaceInfo(BaseModel):
+    namespace: str
+    events: int
+
+
+class NamespaceList(BaseModel):
+    namespaces: list[NamespaceInfo]
+
+
+class SessionSummary(BaseModel):
+    session: str
+    episodes: int
+    first: str = Field(description="Timestamp of its earliest episode.")
+    last: str = Field(description="Timestamp of its latest episode.")
+
+
+class SessionPage(BaseModel):
+    namespace: str
+    sessions: list[SessionSummary] = Field(description="Newest first (by when they last grew).")
+    total: int
+    next_cursor: str | None = Field(description="Pass it as `cursor` for the next page; null on the last.")
+
+
+class BrowsedEpisode(BaseModel):
+    id: str
+    session: str
+    position: int
+    timestamp: str
+    text: str
+    metadata: dict[str, Any]
+    surprise: float | None = Field(
+        default=None,
+        description="Boundary surprise of the episode's first sentence after the previous episode's last "
+        "ones (0 to 2), recomputed from the text; null for a session's first episode.",
+    )
+
+
+class EpisodeList(BaseModel):
+    namespace: str
+    session: str | None = None
+    episodes: list[BrowsedEpisode]
+    total: int | None = Field(default=None, description="Episodes in the session.")
+    next_start: int | None = None
+
+
 def namespace(value: object) -> str:
     """A namespace given outside a tool call (a command-line option), checked as the tools check it."""
     return parse(HealthRequest, {"namespace": value}).namespace

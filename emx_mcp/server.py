@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import inspect
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio.lowlevel
-import anyio.to_thread
+import anyio.from_thread
 import structlog
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -19,12 +15,11 @@ from mcp.server.mcpserver.utilities.func_metadata import func_metadata
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
-from emx_mcp import __version__, rendering
-from emx_mcp.coalescing import Cancelled, cancel_token
+from emx_mcp import __version__, rendering, resources
+from emx_mcp.coalescing import off_loop, progress_reporter
 from emx_mcp.errors import EmxError
 from emx_mcp.health import render
 from emx_mcp.prediction import Prediction
-from emx_mcp.retrieval import Hit, Recalled
 from emx_mcp.schemas import (
     FORGET_LISTED,
     PREVIEW_CHARS,
@@ -40,7 +35,6 @@ from emx_mcp.schemas import (
     PredictorInfo,
     RecallBatchRequest,
     RecallBatchResult,
-    RecalledEvent,
     RecallRequest,
     RecallResult,
     RememberRequest,
@@ -75,6 +69,7 @@ class ServiceTool(Tool):
     render: Callable[[Any], str]
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        reporter = progress_reporter.set(_progress_to(context))
         try:
             request = parse(self.request_model, arguments, self.max_text_chars)
             result = await self.fn(request)
@@ -89,6 +84,8 @@ class ServiceTool(Tool):
                 "bug whose details are in the server's log. Writes are all-or-nothing: before repeating a "
                 "remember, recall it (or give it an idempotency_key) to see whether it was stored."
             ) from None
+        finally:
+            progress_reporter.reset(reporter)
         if not convert_result:
             return result
         structured = result.model_dump(mode="json")
@@ -98,35 +95,18 @@ class ServiceTool(Tool):
         return self.fn_metadata.convert_result(reply)
 
 
-async def off_loop(fn: Callable[..., T], /, *args: Any) -> T:
-    """Run a service call in a worker thread, off the event loop.
+def _progress_to(context: Any) -> Callable[[float, float, str], None] | None:
+    """Progress notifications for this call, sent from the worker thread doing the work."""
+    if context is None:
+        return None
 
-    If the tool call is cancelled meanwhile, the call's token fires: a request still waiting for
-    the encoder leaves its queue and fails (nothing is stored), and the thread is free at once.
-    """
-    token = threading.Event()
-
-    async def watch() -> None:
+    def send(done: float, total: float, message: str) -> None:
         try:
-            await anyio.sleep_forever()
-        finally:
-            token.set()
+            anyio.from_thread.run(context.report_progress, done, total, message)
+        except Exception:  # a client gone away must not fail the work itself
+            log.debug("progress notification not sent", exc_info=True)
 
-    context = contextvars.copy_context()
-    context.run(cancel_token.set, token)
-    failure: Exception | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(watch)
-        try:
-            result = await anyio.to_thread.run_sync(functools.partial(context.run, fn, *args))
-        except Exception as exc:  # raised below, outside the group, as itself (not in a group)
-            failure = exc
-        group.cancel_scope.cancel()
-    if failure is not None:
-        if isinstance(failure, Cancelled):
-            await anyio.lowlevel.checkpoint()  # the call's own cancellation, not a tool error
-        raise failure
-    return result
+    return send
 
 
 def service_tool(
@@ -149,6 +129,7 @@ def service_tool(
         is_async=True,
         context_kwarg=None,
         annotations=annotations,
+        icons=rendering.ICONS,
         request_model=request_model,
         max_text_chars=max_text_chars,
         render=render,
@@ -186,27 +167,6 @@ def described(episode: Episode) -> StoredEpisode:
     )
 
 
-def recalled(hit: Hit) -> RecalledEvent:
-    e = hit.event
-    return RecalledEvent(
-        id=e.id,
-        text=e.text,
-        score=round(hit.score, 4),
-        session=e.session,
-        position=e.position,
-        timestamp=rendering.second(e.timestamp),
-        metadata=e.metadata,
-        via=hit.via,
-        neighbour_of=hit.neighbour_of,
-        duplicates=hit.duplicates,
-        truncated=hit.truncated,
-    )
-
-
-def results(found: Recalled) -> RecallResult:
-    return RecallResult(results=[recalled(h) for h in found.hits], omitted=found.omitted)
-
-
 def predicted(result: Prediction) -> PredictNextResult:
     info = None
     if result.checkpoint is not None:
@@ -225,7 +185,7 @@ def predicted(result: Prediction) -> PredictNextResult:
         )
     return PredictNextResult(
         method=result.method,  # type: ignore[arg-type]
-        predictions=[recalled(h) for h in result.hits],
+        predictions=[rendering.recalled(h) for h in result.hits],
         omitted=result.omitted,
         model=info,
     )
@@ -260,7 +220,7 @@ class MemoryTools:
         `since` / `until` (ISO 8601, inclusive) and `metadata` (exact match on top-level keys).
         A filter that matches nothing gives an empty list.
         """
-        return results(await off_loop(self.service.recall, request))
+        return rendering.results(await off_loop(self.service.recall, request))
 
     async def recall_batch(self, request: RecallBatchRequest) -> RecallBatchResult:
         """Run several recalls at once (1-256 queries), faster than calling `recall` repeatedly.
@@ -270,7 +230,7 @@ class MemoryTools:
         per query, in the order given, each exactly as `recall` would return it.
         """
         batches = await off_loop(self.service.recall_batch, request)
-        return RecallBatchResult(results=[results(found) for found in batches])
+        return RecallBatchResult(results=[rendering.results(found) for found in batches])
 
     async def predict_next(self, request: PredictNextRequest) -> PredictNextResult:
         """Surface the stored memories you will most likely need next in a task.
@@ -338,13 +298,16 @@ def tools(service: MemoryService) -> list[Tool]:
 def build_server(service: MemoryService) -> MCPServer:
     """One MCP server, its tools bound to `service`."""
     token_verifier, auth = auth_options(service.settings)
-    return MCPServer(
+    server = MCPServer(
         name="emx-mcp",
         title="emx-mcp episodic memory",
         instructions=INSTRUCTIONS,
         version=__version__,
+        icons=rendering.ICONS,
         log_level=service.settings.log_level,
         token_verifier=token_verifier,
         auth=auth,
         tools=tools(service),
     )
+    resources.register(server, service)
+    return server

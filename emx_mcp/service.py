@@ -8,6 +8,7 @@ details (the event log, the index replica, snapshots) stay behind the store.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 import uuid
@@ -20,22 +21,32 @@ import numpy as np
 import structlog
 
 from emx_mcp import health, prediction, retrieval, segmentation, sentences
+from emx_mcp.coalescing import report_progress
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Encoder, Vectors, describe, normalize
-from emx_mcp.errors import InvalidInput, StoreMismatch
+from emx_mcp.errors import InvalidInput, NotFound, StoreMismatch
 from emx_mcp.files import atomic_writer
 from emx_mcp.lvm.predictor import Predictors
 from emx_mcp.prediction import Prediction
 from emx_mcp.retrieval import Recalled
 from emx_mcp.schemas import (
+    EPISODES_PAGE,
+    RECENT_EPISODES,
+    SESSIONS_PAGE,
+    BrowsedEpisode,
     EncoderStatus,
+    EpisodeList,
     ForgetRequest,
     HealthReport,
     HealthRequest,
+    NamespaceInfo,
+    NamespaceList,
     PredictNextRequest,
     RecallBatchRequest,
     RecallRequest,
     RememberRequest,
+    SessionPage,
+    SessionSummary,
     now,
 )
 from emx_mcp.storage.records import Event, NewEvent, Receipt
@@ -53,6 +64,35 @@ class Episode:
     surprise: float | None  # surprise of the sentence that opened it; None for the first of a call
     sentences: int
     duplicate_of: tuple[str, float] | None = None  # (id, cosine) of an earlier near-identical episode
+
+
+# A remember of more sentences than this reports progress as it embeds them, this many at a time.
+PROGRESS_SENTENCES = 128
+
+
+def _steps(sentence_count: int) -> int:
+    """Progress steps of a long remember: one per PROGRESS_SENTENCES embedded, and storing."""
+    return -(-sentence_count // PROGRESS_SENTENCES) + 1
+
+
+def _cursor(cursor: str | None) -> int:
+    if cursor is None or cursor == "":
+        return 0
+    if not cursor.isdigit():
+        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this server gave; start without a cursor.")
+    return int(cursor)
+
+
+def _browsed(event: Event, surprise: float | None = None) -> BrowsedEpisode:
+    return BrowsedEpisode(
+        id=event.id,
+        session=event.session,
+        position=event.position,
+        timestamp=event.timestamp,
+        text=event.text,
+        metadata=event.metadata,
+        surprise=surprise,
+    )
 
 
 def _checkpoint_name(namespace: str) -> str:
@@ -134,7 +174,7 @@ class MemoryService:
                 return self._episodes_of(request.namespace, receipt, earlier)
         text = request.text
         spans = sentences.split_spans(text)
-        sentence_vectors = self._encode([text[a:b] for a, b in spans])
+        sentence_vectors = self._encode_reporting([text[a:b] for a, b in spans])
         segments = segmentation.segment(sentence_vectors, self.segmentation)
         timestamp = request.timestamp or now()
         metadata = request.metadata or {}
@@ -147,7 +187,12 @@ class MemoryService:
         vectors = segmentation.episode_vectors(sentence_vectors, segments)
         session = request.session or uuid.uuid4().hex
         duplicates = retrieval.duplicates_of(self._store, request.namespace, vectors)
+        steps = _steps(len(spans)) if len(spans) > PROGRESS_SENTENCES else 0
+        if steps:
+            report_progress(steps - 1, steps, f"storing {len(items):,} episodes")
         events, earlier = self._store.append(request.namespace, session, items, vectors, receipt)
+        if steps:
+            report_progress(steps, steps, f"stored {len(events):,} episodes")
         if earlier is not None and receipt is not None:  # the same key won a race inside the store
             return self._episodes_of(request.namespace, receipt, earlier)
         return [
@@ -233,6 +278,90 @@ class MemoryService:
             with atomic_writer(path) as out:
                 out.write(data)
 
+    # -- browsing (resources, prompts, the memory browser) -------------------------------------
+
+    def namespaces(self) -> NamespaceList:
+        """Every namespace with its event count."""
+        self.open()
+        names = sorted(self._store.namespaces())
+        return NamespaceList(
+            namespaces=[NamespaceInfo(namespace=n, events=self._store.count(n)) for n in names]
+        )
+
+    def session_page(
+        self, namespace: str, cursor: str | None = None, limit: int = SESSIONS_PAGE
+    ) -> SessionPage:
+        """One page of the namespace's sessions, newest first; `cursor` is the previous page's next_cursor."""
+        self.open()
+        start = _cursor(cursor)
+        infos = self._store.session_list(namespace)
+        page = infos[start : start + limit]
+        return SessionPage(
+            namespace=namespace,
+            sessions=[
+                SessionSummary(session=i.session, episodes=i.episodes, first=i.first, last=i.last)
+                for i in page
+            ],
+            total=len(infos),
+            next_cursor=str(start + limit) if start + limit < len(infos) else None,
+        )
+
+    def session_episodes(
+        self, namespace: str, session: str, start: int = 0, limit: int = EPISODES_PAGE, surprise: bool = False
+    ) -> EpisodeList:
+        """A session's episodes in order from the `start`-th; with `surprise`, each boundary's score."""
+        self.open()
+        total = next((i.episodes for i in self._store.session_list(namespace) if i.session == session), 0)
+        if total == 0:
+            raise NotFound(f"namespace {namespace!r} has no session {session[:80]!r}.")
+        before = 1 if surprise and start > 0 else 0
+        events = self._store.session_events(namespace, session, start - before, limit + before)
+        scores = self._boundary_surprise(events) if surprise else [None] * len(events)
+        if before:
+            events, scores = events[1:], scores[1:]
+        elif surprise and events:
+            scores[0] = None
+        end = start + len(events)
+        return EpisodeList(
+            namespace=namespace,
+            session=session,
+            episodes=[_browsed(e, s) for e, s in zip(events, scores, strict=True)],
+            total=total,
+            next_start=end if end < total else None,
+        )
+
+    def recent(self, namespace: str, limit: int = RECENT_EPISODES) -> EpisodeList:
+        """The namespace's latest episodes, newest first."""
+        self.open()
+        return EpisodeList(
+            namespace=namespace, episodes=[_browsed(e) for e in self._store.recent(namespace, limit)]
+        )
+
+    def _boundary_surprise(self, events: list[Event]) -> list[float | None]:
+        """Per episode after the first: 1 - cos(its first sentence, the mean of the previous one's last)."""
+        context = self.segmentation.context
+        texts: list[str] = []
+        shapes: list[tuple[int, int]] = []
+        for previous, current in itertools.pairwise(events):
+            if current.position != previous.position + 1:
+                shapes.append((0, 0))
+                continue
+            before = [previous.text[a:b] for a, b in sentences.split_spans(previous.text)][-context:]
+            first = [current.text[a:b] for a, b in sentences.split_spans(current.text)][:1]
+            texts += before + first
+            shapes.append((len(before), len(first)))
+        vectors = self._encode(texts) if texts else np.zeros((0, self.dim), np.float32)
+        scores: list[float | None] = [None]
+        at = 0
+        for n_before, n_first in shapes:
+            if n_before == 0 or n_first == 0:
+                scores.append(None)
+            else:
+                predicted = normalize(vectors[at : at + n_before].mean(axis=0, keepdims=True))[0]
+                scores.append(round(float(1.0 - vectors[at + n_before] @ predicted), 4))
+            at += n_before + n_first
+        return scores
+
     # -- moving memories in and out (export / import) -----------------------------------------
 
     def count(self, namespace: str | None = None) -> int:
@@ -276,6 +405,21 @@ class MemoryService:
         self._store.snapshot()
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _encode_reporting(self, texts: list[str]) -> Vectors:
+        """`_encode`, telling the caller before each PROGRESS_SENTENCES when there are more of them.
+
+        The steps of a long remember: embedding, chunk by chunk, then storing (in `remember`).
+        """
+        if len(texts) <= PROGRESS_SENTENCES:
+            return self._encode(texts)
+        steps = _steps(len(texts))
+        parts = []
+        for step, start in enumerate(range(0, len(texts), PROGRESS_SENTENCES)):
+            end = min(start + PROGRESS_SENTENCES, len(texts))
+            report_progress(step, steps, f"embedding sentences {start + 1:,}-{end:,} of {len(texts):,}")
+            parts.append(self._encode(texts[start:end]))
+        return np.vstack(parts)
 
     def _encode(self, texts: list[str]) -> Vectors:
         vectors = self.encoder.encode(texts)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from emx_mcp.config import Settings
 from emx_mcp.embedding import HashingEncoder
 from emx_mcp.errors import InvalidInput
+from emx_mcp.schemas import blank
 from emx_mcp.service import MemoryService
 from tests.helpers import open_service, recall, recall_batch, remember
 
@@ -48,7 +49,7 @@ def property_service(tmp_path_factory: pytest.TempPathFactory) -> MemoryService:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(PIECES, min_size=1, max_size=12).map(" ".join).filter(lambda t: t.strip() != ""))
+@given(st.lists(PIECES, min_size=1, max_size=12).map(" ".join).filter(lambda t: not blank(t)))
 def test_no_text_is_lost_or_altered(property_service: MemoryService, text: str) -> None:
     episodes = remember(property_service, text, session="prop")
     check_slices(text, [e.event.text for e in episodes])

@@ -22,7 +22,7 @@ from emx_mcp.storage.events import EventLog
 from emx_mcp.storage.index import Ids, Scores, VectorIndex
 from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 from emx_mcp.storage.replica import Replica
-from emx_mcp.storage.store import Match, StoreStats, exact_top
+from emx_mcp.storage.store import Match, SessionInfo, StoreStats, exact_top
 
 log = structlog.get_logger(__name__)
 
@@ -268,6 +268,15 @@ class EmbeddedStore:
     def sessions(self, namespace: str) -> list[tuple[str, Ids, Vectors]]:
         """Every session of `namespace` as (name, seqs, vectors (L, dim)) in position order."""
         return self.log.sessions(namespace, self.dim)
+
+    def session_list(self, namespace: str) -> list[SessionInfo]:
+        return [SessionInfo(*row) for row in self.log.session_list(namespace)]
+
+    def session_events(self, namespace: str, session: str, start: int, limit: int) -> list[Event]:
+        return self.log.session_events(namespace, session, start, limit)
+
+    def recent(self, namespace: str, limit: int) -> list[Event]:
+        return self.log.recent(namespace, limit)
 
     def export_batches(self, namespace: str | None) -> Iterator[tuple[list[Event], Vectors]]:
         return self.log.export_batches(namespace, self.dim)

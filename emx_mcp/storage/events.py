@@ -153,6 +153,35 @@ class EventReader:
                 start = end
         return out
 
+    def session_list(self, namespace: str) -> list[tuple[str, int, str, str, int]]:
+        """(session, episodes, first timestamp, last timestamp, last seq) per session, newest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT session, COUNT(*), MIN(timestamp), MAX(timestamp), MAX(seq) FROM events "
+                "WHERE namespace = ? GROUP BY session ORDER BY MAX(seq) DESC",
+                (namespace,),
+            ).fetchall()
+        return [(str(r[0]), int(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+
+    def session_events(self, namespace: str, session: str, start: int, limit: int) -> list[Event]:
+        """A session's episodes from the `start`-th on (in position order), at most `limit`."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE namespace = ? AND session = ? "
+                "ORDER BY position LIMIT ? OFFSET ?",
+                (namespace, session, limit, start),
+            ).fetchall()
+        return [_row_to_event(r) for r in rows]
+
+    def recent(self, namespace: str, limit: int) -> list[Event]:
+        """The latest `limit` events stored in `namespace`, newest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE namespace = ? ORDER BY seq DESC LIMIT ?",
+                (namespace, limit),
+            ).fetchall()
+        return [_row_to_event(r) for r in rows]
+
     def context(
         self, namespace: str, session: str, up_to_position: int | None, limit: int, dim: int
     ) -> tuple[npt.NDArray[np.int64], Vectors]:

@@ -43,7 +43,7 @@ from emx_mcp.storage.embedded import EXACT_FILTER_LIMIT
 from emx_mcp.storage.events import chunks, new_id
 from emx_mcp.storage.index import Ids, IndexState, IndexStats
 from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
-from emx_mcp.storage.store import Match, StoreStats, exact_top
+from emx_mcp.storage.store import Match, SessionInfo, StoreStats, exact_top
 
 log = structlog.get_logger(__name__)
 
@@ -902,6 +902,33 @@ class MilvusStore:
                 )
             )
         return out
+
+    def session_list(self, namespace: str) -> list[SessionInfo]:
+        grouped: dict[str, list[tuple[int, str]]] = {}
+        for r in self._iterate(_Expr.of(namespace), ["seq", "session", "timestamp"]):
+            grouped.setdefault(r["session"], []).append((int(r["seq"]), str(r["timestamp"])))
+        infos = [
+            SessionInfo(
+                session,
+                len(rows),
+                min(t for _, t in rows),
+                max(t for _, t in rows),
+                max(s for s, _ in rows),
+            )
+            for session, rows in grouped.items()
+        ]
+        return sorted(infos, key=lambda info: -info.last_seq)
+
+    def session_events(self, namespace: str, session: str, start: int, limit: int) -> list[Event]:
+        rows = self._query_all(_Expr.of(namespace, Filters(session=session)), ["seq", "position"])
+        chosen = sorted(rows, key=lambda r: int(r["position"]))[start : start + limit]
+        found = self.events_at(namespace, [int(r["seq"]) for r in chosen])
+        return [found[int(r["seq"])][0] for r in chosen if int(r["seq"]) in found]
+
+    def recent(self, namespace: str, limit: int) -> list[Event]:
+        seqs = sorted((int(r["seq"]) for r in self._iterate(_Expr.of(namespace), ["seq"])), reverse=True)
+        found = self.events_at(namespace, seqs[:limit])
+        return [found[s][0] for s in seqs[:limit] if s in found]
 
     def export_batches(
         self, namespace: str | None, batch: int = 1000

@@ -42,6 +42,17 @@ class StoreStats:
     store: str = "embedded"  # which store answered: "embedded" or "milvus"
 
 
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One session of a namespace, as the browser and the resources list it."""
+
+    session: str
+    episodes: int
+    first: str  # timestamp of its earliest episode
+    last: str  # ... and of its latest
+    last_seq: int  # when it last grew: sessions are listed newest first
+
+
 class Store(Protocol):
     """Durable events with their vectors, searchable by vector and by words, per namespace."""
 
@@ -86,6 +97,10 @@ class Store(Protocol):
     ) -> tuple[Ids, Vectors]: ...
     def next_vector(self, namespace: str, event: Event) -> Vectors | None: ...
     def sessions(self, namespace: str) -> list[tuple[str, Ids, Vectors]]: ...
+    # browsing: what a person (or a resource read) looks at, never the vectors
+    def session_list(self, namespace: str) -> list[SessionInfo]: ...  # newest first
+    def session_events(self, namespace: str, session: str, start: int, limit: int) -> list[Event]: ...
+    def recent(self, namespace: str, limit: int) -> list[Event]: ...  # newest first
     def export_batches(self, namespace: str | None) -> Iterator[tuple[list[Event], Vectors]]: ...
     def holders(
         self, ids: Sequence[str], places: Sequence[tuple[str, str, int]]

@@ -1,8 +1,10 @@
-"""The MCP conformance suite's server scenarios that apply to any server, against streamable HTTP.
+"""The MCP conformance suite's server scenarios that apply to emx-mcp, against streamable HTTP.
 
-The other server scenarios of the suite call fixture tools, prompts and resources that only its
-reference test server has (`test_simple_text`, `test_prompt_with_image`, ...), so they do not
-apply to emx-mcp.
+These check what any server with tools, resources, prompts and completions must do. The suite's
+other server scenarios call fixture tools, prompts and resources that only its reference test
+server has (`test_simple_text`, `test_prompt_with_arguments`, `test://template/{id}/data`,
+`json_schema_2020_12_tool`, a tool that reports progress, ...), or features emx-mcp does not
+declare (`logging/setLevel`, resource subscriptions), so they do not apply.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from tests.e2e.test_inspector import NODE_BIN, ROOT
 pytestmark = pytest.mark.slow
 
 CONFORMANCE = ROOT / ".tools" / "node_modules" / ".bin" / "conformance"
-SCENARIOS = ["server-initialize", "ping", "tools-list", "dns-rebinding-protection"]
+SCENARIOS = [
+    "server-initialize",
+    "ping",
+    "tools-list",
+    "tools-call-error",
+    "resources-list",
+    "prompts-list",
+    "completion-complete",
+    "server-sse-multiple-streams",
+    "dns-rebinding-protection",
+]
 
 
 def test_generic_server_scenarios_pass(tmp_path: Path) -> None:

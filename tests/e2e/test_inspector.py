@@ -112,3 +112,40 @@ def test_inspector_runs_every_tool_on_milvus_lite(tmp_path: Path) -> None:
     forgotten = tool("forget", "session=team", "confirm=true")
     assert forgotten["removed"] == 1 and forgotten["ids"] == stored["ids"]
     assert tool("index_health")["events_in_log"] == 1
+
+
+def test_inspector_lists_and_reads_resources_and_prompts(tmp_path: Path) -> None:
+    target = ["-e", f"EMX_DATA_DIR={tmp_path}", str(SERVER), "serve"]
+    stored = inspect(
+        target,
+        *("--method", "tools/call", "--tool-name", "remember", "--tool-arg", f"text={TEXT}"),
+        *("--tool-arg", "session=release/train"),
+    )
+    assert stored["isError"] is False
+    resources = inspect(target, "--method", "resources/list")
+    assert [r["uri"] for r in resources["resources"]] == ["emx://namespaces"]
+    templates = inspect(target, "--method", "resources/templates/list")
+    assert "emx://{namespace}/sessions/{session}{?start}" in {
+        t["uriTemplate"] for t in templates["resourceTemplates"]
+    }
+    read = inspect(target, "--method", "resources/read", "--uri", "emx://default/sessions/release%2Ftrain")
+    episodes = json.loads(read["contents"][0]["text"])["episodes"]
+    assert [e["text"] for e in episodes] == [TEXT]
+    prompts = inspect(target, "--method", "prompts/list")
+    assert {p["name"] for p in prompts["prompts"]} == {"recall_for_task", "recap_session"}
+    recap = inspect(
+        target,
+        "--method",
+        "prompts/get",
+        "--prompt-name",
+        "recap_session",
+        "--prompt-args",
+        "session=release/train",
+    )
+    assert TEXT in recap["messages"][0]["content"]["text"]
+    task = inspect(
+        target,
+        *("--method", "prompts/get", "--prompt-name", "recall_for_task"),
+        *("--prompt-args", "task=When does the release train leave?"),
+    )
+    assert TEXT in task["messages"][0]["content"]["text"]
