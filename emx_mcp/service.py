@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import structlog
@@ -70,6 +70,72 @@ class Episode:
 PROGRESS_SENTENCES = 128
 
 
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    report: HealthReport
+    list_sizes: list[int] | None  # vectors per inverted list (embedded IVF only)
+    history: list[Reading]  # earlier readings of this namespace, oldest first
+    daily: list[tuple[str, int]]  # (YYYY-MM-DD, episodes stored with that day's timestamp)
+
+
+class Reading(NamedTuple):
+    at: str
+    vectors: int
+    recall: float | None
+
+
+class HealthHistory:
+    """Health readings over time, one JSON line per change, per namespace, beside the store's files.
+
+    A reading is kept when the vector count or the recall measurement changed since the last one;
+    the newest HISTORY_KEPT are read back for the browser's plots.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._lock = threading.Lock()
+        self._last: dict[str, Reading] = {}
+
+    def _path(self, namespace: str) -> Path:
+        return self._folder / f"{namespace}.jsonl"
+
+    def record(self, report: HealthReport) -> list[Reading]:
+        reading = Reading(now(), report.vectors, report.measured_recall_at_10)
+        with self._lock:
+            readings = self._read(report.namespace)
+            last = readings[-1] if readings else None
+            if last is None or (last.vectors, last.recall) != (reading.vectors, reading.recall):
+                try:
+                    self._folder.mkdir(parents=True, exist_ok=True)
+                    readings.append(reading)
+                    if len(readings) >= HISTORY_KEPT:  # keep the file short: rewrite the newest
+                        readings = readings[-HISTORY_KEPT // 2 :]
+                        with atomic_writer(self._path(report.namespace)) as out:
+                            out.write("".join(json.dumps(r._asdict()) + "\n" for r in readings).encode())
+                    else:
+                        with self._path(report.namespace).open("a", encoding="utf-8") as out:
+                            out.write(json.dumps(reading._asdict()) + "\n")
+                except OSError as exc:  # a read-only data directory: the plots just lack the point
+                    log.warning("health reading not kept", problem=str(exc))
+        return readings[-HISTORY_KEPT:]
+
+    def _read(self, namespace: str) -> list[Reading]:
+        try:
+            lines = self._path(namespace).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        readings = []
+        for line in lines[-HISTORY_KEPT:]:
+            try:
+                readings.append(Reading(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue  # a line cut by a crash
+        return readings
+
+
+HISTORY_KEPT = 500
+
+
 def _steps(sentence_count: int) -> int:
     """Progress steps of a long remember: one per PROGRESS_SENTENCES embedded, and storing."""
     return -(-sentence_count // PROGRESS_SENTENCES) + 1
@@ -110,6 +176,7 @@ class MemoryService:
         self._predictors: Predictors | None = None
         self._open_lock = threading.Lock()
         self._digests: dict[str, tuple[float, str]] = {}  # namespace -> (mtime, sha256) of its checkpoint
+        self._health_history = HealthHistory(settings.data_dir / "health")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -238,14 +305,24 @@ class MemoryService:
 
     def health(self, request: HealthRequest) -> HealthReport:
         """The index's own report plus capacity, disk use and a one-word status with reasons."""
+        return self.health_view(request.namespace, history=False).report
+
+    def health_view(self, namespace: str, history: bool = True) -> HealthView:
+        """`health`, with what its plots need: the inverted lists' sizes, past readings, episodes per day."""
         self.open()
         limits = health.Limits(max_events=self.settings.max_events, policy=self._store.policy)
-        report = health.report(self._store.stats(request.namespace), limits)
+        stats = self._store.stats(namespace)
+        report = health.report(stats, limits)
         info = describe(self.encoder)
         encoder = EncoderStatus(
             backend=info.backend, ready=info.ready, batches=info.batches, mean_batch=info.mean_batch
         )
-        return report.model_copy(update={"encoder": encoder})
+        report = report.model_copy(update={"encoder": encoder})
+        readings = self._health_history.record(report)
+        if not history:
+            return HealthView(report, None, [], [])
+        sizes = None if stats.index.list_sizes is None else [int(n) for n in stats.index.list_sizes]
+        return HealthView(report, sizes, readings, self._store.daily_counts(namespace))
 
     def train_predictor(
         self, namespace: str, config: TrainConfig, progress: Callable[[str], None] | None = None

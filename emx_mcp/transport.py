@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +25,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
 from emx_mcp.config import Settings, is_loopback
 
@@ -106,7 +108,7 @@ class ExplainUnauthorized:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith("/ui"):  # the browser explains its own
             await self.app(scope, receive, send)
             return
         replaced = False
@@ -135,8 +137,11 @@ class ExplainUnauthorized:
         await self.app(scope, receive, explain)
 
 
-def network_app(server: MCPServer, settings: Settings) -> Starlette:
-    """The ASGI app for EMX_TRANSPORT=http (streamable HTTP at /mcp) or sse (/sse and /messages/)."""
+def network_app(server: MCPServer, settings: Settings, pages: Sequence[BaseRoute] = ()) -> Starlette:
+    """The ASGI app for EMX_TRANSPORT=http (streamable HTTP at /mcp) or sse (/sse and /messages/).
+
+    `pages`: more routes beside the protocol's (the memory browser at /ui), guarding themselves.
+    """
     security = transport_security(settings)
     if settings.transport == "http":
         app = server.streamable_http_app(transport_security=security, host=settings.host)
@@ -144,17 +149,18 @@ def network_app(server: MCPServer, settings: Settings) -> Starlette:
         app = server.sse_app(transport_security=security, host=settings.host)
     else:
         raise ValueError(f"{settings.transport!r} is not a network transport")
+    app.router.routes.extend(pages)
     if settings.auth_token is not None:
         app.add_middleware(ExplainUnauthorized)
     return app
 
 
-def serve_network(server: MCPServer, settings: Settings) -> None:
+def serve_network(server: MCPServer, settings: Settings, pages: Sequence[BaseRoute] = ()) -> None:
     """Serve until interrupted (SIGINT / SIGTERM). Logs, access logs included, go to stderr."""
     import uvicorn
 
     config = uvicorn.Config(
-        network_app(server, settings),
+        network_app(server, settings, pages),
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep the logging configured by the CLI: stderr, one format

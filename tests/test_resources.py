@@ -182,3 +182,18 @@ async def test_a_long_remember_reports_progress(client: Client) -> None:
     short: list[object] = []
     await client.call_tool("remember", {"text": "short"}, progress_callback=lambda *a: short.append(a))  # type: ignore[arg-type,return-value]
     assert short == []
+
+
+async def test_the_health_view_has_what_the_browser_plots(client: Client, service: MemoryService) -> None:
+    await call(client, "remember", text="first day", timestamp="2026-11-01T10:00:00Z")
+    await call(client, "remember", text="second day", timestamp="2026-11-02T10:00:00Z")
+    await call(client, "remember", text="second day again", timestamp="2026-11-02T11:00:00Z")
+    view = service.health_view("default")
+    assert view.daily == [("2026-11-01", 1), ("2026-11-02", 2)]
+    assert view.report.vectors == 3 and view.history[-1].vectors == 3
+    await call(client, "remember", text="one more", namespace="default")
+    assert [r.vectors for r in service.health_view("default").history][-2:] == [
+        3,
+        4,
+    ]  # one reading per change
+    assert [r.vectors for r in service.health_view("default").history][-2:] == [3, 4]

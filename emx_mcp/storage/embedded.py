@@ -278,6 +278,9 @@ class EmbeddedStore:
     def recent(self, namespace: str, limit: int) -> list[Event]:
         return self.log.recent(namespace, limit)
 
+    def daily_counts(self, namespace: str) -> list[tuple[str, int]]:
+        return self.log.daily_counts(namespace)
+
     def export_batches(self, namespace: str | None) -> Iterator[tuple[list[Event], Vectors]]:
         return self.log.export_batches(namespace, self.dim)
 

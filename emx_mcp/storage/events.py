@@ -173,6 +173,16 @@ class EventReader:
             ).fetchall()
         return [_row_to_event(r) for r in rows]
 
+    def daily_counts(self, namespace: str) -> list[tuple[str, int]]:
+        """(day, events) for each day (UTC) with events in `namespace`, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT substr(timestamp, 1, 10), COUNT(*) FROM events WHERE namespace = ? "
+                "GROUP BY 1 ORDER BY 1",
+                (namespace,),
+            ).fetchall()
+        return [(str(r[0]), int(r[1])) for r in rows]
+
     def recent(self, namespace: str, limit: int) -> list[Event]:
         """The latest `limit` events stored in `namespace`, newest first."""
         with self._lock:

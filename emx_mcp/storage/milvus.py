@@ -28,6 +28,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -924,6 +925,10 @@ class MilvusStore:
         chosen = sorted(rows, key=lambda r: int(r["position"]))[start : start + limit]
         found = self.events_at(namespace, [int(r["seq"]) for r in chosen])
         return [found[int(r["seq"])][0] for r in chosen if int(r["seq"]) in found]
+
+    def daily_counts(self, namespace: str) -> list[tuple[str, int]]:
+        days = Counter(str(r["timestamp"])[:10] for r in self._iterate(_Expr.of(namespace), ["timestamp"]))
+        return sorted(days.items())
 
     def recent(self, namespace: str, limit: int) -> list[Event]:
         seqs = sorted((int(r["seq"]) for r in self._iterate(_Expr.of(namespace), ["seq"])), reverse=True)

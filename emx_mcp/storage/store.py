@@ -101,6 +101,7 @@ class Store(Protocol):
     def session_list(self, namespace: str) -> list[SessionInfo]: ...  # newest first
     def session_events(self, namespace: str, session: str, start: int, limit: int) -> list[Event]: ...
     def recent(self, namespace: str, limit: int) -> list[Event]: ...  # newest first
+    def daily_counts(self, namespace: str) -> list[tuple[str, int]]: ...  # (YYYY-MM-DD, episodes), by day
     def export_batches(self, namespace: str | None) -> Iterator[tuple[list[Event], Vectors]]: ...
     def holders(
         self, ids: Sequence[str], places: Sequence[tuple[str, str, int]]
