@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from emx_mcp import rendering
+from emx_mcp.access import ADMIN, LOCAL, TOKEN_PATTERN, AccessDenied, Grant, current_grant
 from emx_mcp.coalescing import off_loop
 from emx_mcp.config import Settings
 from emx_mcp.errors import EmxError
@@ -41,7 +42,7 @@ from emx_mcp.schemas import (
     parse,
 )
 from emx_mcp.service import MemoryService
-from emx_mcp.transport import transport_security
+from emx_mcp.transport import BearerToken, transport_security
 
 COOKIE = "emx_ui"
 Page = Callable[[Request], Awaitable[Response]]
@@ -78,11 +79,10 @@ class Browser:
         self.service = service
         self.settings = settings
         token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
-        self._token = token
+        self._tokens = None if token is None else BearerToken(token, lambda: service.tokens)
         # Without a token there is no shared secret: CSRF tokens come from this process's own.
-        secret = token.encode() if token is not None else secrets.token_bytes(32)
-        self._cookie_value = hmac.new(secret, b"emx-ui-session", hashlib.sha256).hexdigest()
-        self._csrf = hmac.new(secret, b"emx-ui-csrf", hashlib.sha256).hexdigest()
+        self._secret = token.encode() if token is not None else secrets.token_bytes(32)
+        self._csrf = hmac.new(self._secret, b"emx-ui-csrf", hashlib.sha256).hexdigest()
         security = transport_security(settings)
         self._hosts = list(security.allowed_hosts) if security.enable_dns_rebinding_protection else None
 
@@ -99,16 +99,25 @@ class Browser:
                 return True
         return False
 
-    def _signed_in(self, request: Request) -> bool:
-        if self._token is None:
-            return True
+    def _cookie_for(self, token_id: str) -> str:
+        mac = hmac.new(self._secret, b"emx-ui-session:" + token_id.encode(), hashlib.sha256).hexdigest()
+        return f"{token_id}.{mac}"
+
+    def _grant(self, request: Request) -> Grant | None:
+        """Who is asking: the token in the Authorization header, or the one the cookie names."""
+        if self._tokens is None:
+            return LOCAL
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
-            given = header[7:].strip().encode("utf-8", "surrogatepass")
-            if hmac.compare_digest(given, self._token.encode()):
-                return True
+            return self._tokens.grant_for(header[7:].strip())
         cookie = request.cookies.get(COOKIE, "")
-        return hmac.compare_digest(cookie.encode(), self._cookie_value.encode())
+        token_id = cookie.split(".", 1)[0]
+        if not token_id or not hmac.compare_digest(cookie.encode(), self._cookie_for(token_id).encode()):
+            return None
+        if token_id == "admin":
+            return ADMIN
+        record = self.service.tokens.by_id(token_id)  # revoked: None, at once
+        return None if record is None else record.grant()
 
     def _same_origin(self, request: Request) -> bool:
         origin = request.headers.get("origin")
@@ -118,7 +127,8 @@ class Browser:
         async def run(request: Request) -> Response:
             if not self._host_allowed(request):
                 return HTMLResponse("Invalid Host header", status_code=421)
-            if not self._signed_in(request):
+            grant = await off_loop(self._grant, request)
+            if grant is None:
                 if request.method == "GET":
                     return RedirectResponse("/ui/login?" + urlencode({"next": request.url.path}), 303)
                 return HTMLResponse(layout("Sign in", login_form("", "Sign in first.")), status_code=401)
@@ -131,10 +141,15 @@ class Browser:
                         layout("Refused", "<p class=error>This form did not come from this page.</p>"),
                         status_code=403,
                     )
+            granted = current_grant.set(grant)
             try:
                 return await page(request)
+            except AccessDenied as exc:
+                return HTMLResponse(layout("Refused", f"<p class=error>{esc(exc)}</p>"), status_code=403)
             except (EmxError, ValueError) as exc:
                 return HTMLResponse(layout("Error", f"<p class=error>{esc(exc)}</p>"), status_code=400)
+            finally:
+                current_grant.reset(granted)
 
         return run
 
@@ -149,21 +164,28 @@ class Browser:
         if not self._same_origin(request):
             return HTMLResponse(layout("Refused", "<p class=error>Cross-site sign-in refused.</p>"), 403)
         form = await request.form()
-        given = str(form.get("token", "")).encode("utf-8", "surrogatepass")
-        if self._token is None or hmac.compare_digest(given, self._token.encode()):
+        given = str(form.get("token", ""))
+        grant = LOCAL if self._tokens is None else await off_loop(self._tokens.grant_for, given)
+        if grant is not None:
+            match = TOKEN_PATTERN.fullmatch(given)
+            token_id = "admin" if grant is ADMIN or match is None else match.group(1)
             response = RedirectResponse(target, 303)
-            response.set_cookie(COOKIE, self._cookie_value, httponly=True, samesite="strict", path="/ui")
+            response.set_cookie(
+                COOKIE, self._cookie_for(token_id), httponly=True, samesite="strict", path="/ui"
+            )
             return response
         return HTMLResponse(layout("Sign in", login_form(target, "That is not this server's token.")), 401)
 
     # -- pages --------------------------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
+        grant = current_grant.get()
         listed = await off_loop(self.service.namespaces)
         rows = "".join(
             f"<tr><td><a href='/ui/ns/{esc(n.namespace)}'>{esc(n.namespace)}</a></td>"
             f"<td>{n.events:,}</td></tr>"
             for n in listed.namespaces
+            if grant.may_read(n.namespace)
         )
         body = (
             "<h1>Namespaces</h1><table><tr><th>namespace</th><th>events</th></tr>"
@@ -173,7 +195,7 @@ class Browser:
         return HTMLResponse(layout("Namespaces", body))
 
     async def namespace(self, request: Request) -> Response:
-        ns = check_namespace(request.path_params["namespace"])
+        ns = current_grant.get().namespace(check_namespace(request.path_params["namespace"]))
         cursor = request.query_params.get("cursor") or None
         page = await off_loop(self.service.session_page, ns, cursor)
         recent = await off_loop(self.service.recent, ns, 5)
@@ -206,7 +228,7 @@ class Browser:
         return HTMLResponse(layout(ns, body, ns))
 
     async def session(self, request: Request) -> Response:
-        ns = check_namespace(request.path_params["namespace"])
+        ns = current_grant.get().namespace(check_namespace(request.path_params["namespace"]))
         session = request.query_params.get("s", "")
         start = request.query_params.get("start", "0")
         if not start.isdigit():
@@ -245,7 +267,7 @@ class Browser:
         return HTMLResponse(layout(f"Session {session}", body, ns))
 
     async def search(self, request: Request) -> Response:
-        ns = check_namespace(request.path_params["namespace"])
+        ns = current_grant.get().namespace(check_namespace(request.path_params["namespace"]))
         form = dict(request.query_params)
         arguments: dict[str, Any] = {"query": form.get("q", ""), "namespace": ns}
         for name in ("k", "contiguity", "max_chars"):
@@ -282,7 +304,8 @@ class Browser:
         return HTMLResponse(layout("Search", body, ns))
 
     async def forget_confirm(self, request: Request) -> Response:
-        ns = check_namespace(request.path_params["namespace"])
+        ns = current_grant.get().namespace(check_namespace(request.path_params["namespace"]))
+        current_grant.get().check_write("forget")
         ids = request.query_params.getlist("ids")
         session = request.query_params.get("session")
         if not ids and not session:
@@ -304,7 +327,8 @@ class Browser:
         return HTMLResponse(layout("Forget?", body, ns))
 
     async def forget(self, request: Request) -> Response:
-        ns = check_namespace(request.path_params["namespace"])
+        ns = current_grant.get().namespace(check_namespace(request.path_params["namespace"]))
+        current_grant.get().check_write("forget")
         form = await request.form()
         ids = [str(i) for i in form.getlist("ids")][:MAX_FORGET_IDS]
         session = form.get("session")
@@ -321,7 +345,7 @@ class Browser:
         return HTMLResponse(layout("Forgotten", body, ns))
 
     async def health(self, request: Request) -> Response:
-        ns = check_namespace(request.path_params["namespace"])
+        ns = current_grant.get().namespace(check_namespace(request.path_params["namespace"]))
         view = await off_loop(self.service.health_view, ns)
         h = view.report
         facts = [

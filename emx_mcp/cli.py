@@ -1,4 +1,4 @@
-"""Command line: `emx-mcp serve | health | export | import | train-lvm | milvus-lite`."""
+"""Command line: `emx-mcp serve | health | export | import | train-lvm | token | audit | milvus-lite`."""
 
 from __future__ import annotations
 
@@ -280,6 +280,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the InfoNCE term over the whole training memory (default 0.05)",
     )
 
+    token_ = sub.add_parser("token", help="scoped tokens for the HTTP transports: create, list, revoke")
+    _common_options(token_, argparse.SUPPRESS)
+    actions = token_.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="make a token and print it once on stdout")
+    _common_options(create, argparse.SUPPRESS)
+    create.add_argument("--name", required=True, help="who or what holds it (shown in logs and the audit)")
+    create.add_argument(
+        "--namespace",
+        action="append",
+        required=True,
+        help="a namespace it opens (repeat; the first is its default)",
+    )
+    create.add_argument("--read-only", action="store_true", help="recall only: no remember or forget")
+    listing = actions.add_parser(
+        "list", help="names, namespaces, rights, creation and last use (never tokens)"
+    )
+    _common_options(listing, argparse.SUPPRESS)
+    revoke = actions.add_parser("revoke", help="refuse the token from its next request on")
+    _common_options(revoke, argparse.SUPPRESS)
+    revoke.add_argument("name")
+
+    audit_ = sub.add_parser("audit", help="who forgot what: the forget records kept in the store")
+    _common_options(audit_, argparse.SUPPRESS)
+    audit_.add_argument("--namespace", help="only this namespace (default: all)")
+    audit_.add_argument(
+        "--limit", type=int, default=100, help="newest first, at most this many (default 100)"
+    )
+
     lite = sub.add_parser(
         "milvus-lite",
         help="serve a Milvus Lite file over TCP, so that several emx-mcp replicas share it (tests, one host)",
@@ -323,7 +351,50 @@ def milvus_lite(args: argparse.Namespace) -> int:
     return 0
 
 
+def token(settings: Settings, args: argparse.Namespace) -> int:
+    """Create, list or revoke scoped tokens; a new token is printed once, on stdout."""
+    service = build_service(settings)  # opened only if the tokens live in the store (Milvus)
+    try:
+        book = service.tokens
+        if args.action == "create":
+            print(book.create(args.name, args.namespace, args.read_only))
+            rights = "read-only" if args.read_only else "read and write"
+            print(
+                f"token {args.name!r}: {rights} in {', '.join(args.namespace)} "
+                f"(default {args.namespace[0]}); it is shown only now.",
+                file=sys.stderr,
+            )
+        elif args.action == "list":
+            for r in book.records():
+                rights = "read-only" if r.read_only else "read-write"
+                print(
+                    f"{r.name}\t{','.join(r.namespaces)}\t{rights}\tcreated {r.created}\t"
+                    f"last used {r.last_used or 'never'}"
+                )
+        else:
+            book.revoke(args.name)
+            print(f"token {args.name!r} revoked: it is refused from its next request on.", file=sys.stderr)
+    finally:
+        service.close()
+    return 0
+
+
+def audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Print who forgot what, newest first (ids and counts, never text)."""
+    ns = None if args.namespace is None else namespace(args.namespace)
+    service = _open_service(settings)
+    try:
+        for note in service.forget_notes(ns, args.limit):
+            more = f" (+{note.count - len(note.ids)} more)" if note.count > len(note.ids) else ""
+            print(f"{note.at}\t{note.namespace}\t{note.who}\tforgot {note.count}\t{','.join(note.ids)}{more}")
+    finally:
+        service.close()
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "token": token,
+    "audit": audit,
     "health": health,
     "export": export,
     "import": import_,

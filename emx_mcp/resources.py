@@ -41,6 +41,7 @@ from emx_mcp.schemas import (
     parse,
 )
 from emx_mcp.service import MemoryService
+from emx_mcp.transport import caller
 
 JSON = "application/json"
 # Session ids are free text: a '/' or '..' in one is part of the id, not a path.
@@ -57,14 +58,12 @@ def _json(model: BaseModel) -> str:
     return model.model_dump_json(indent=1)
 
 
-def _checked(namespace: str, session: str | None = None) -> None:
-    """Template arguments are checked as tool arguments are (they reach the store the same way)."""
-    try:
-        check_namespace(namespace)
-        if session is not None:
-            check_session(session)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
+def _checked(namespace: str, session: str | None = None) -> str:
+    """Template arguments are checked as tool arguments are, and against the caller's token."""
+    check_namespace(namespace)
+    if session is not None:
+        check_session(session)
+    return caller().namespace(namespace)
 
 
 def _start(value: str) -> int:
@@ -103,7 +102,10 @@ def register(server: MCPServer, service: MemoryService) -> None:
     )
     @explained
     async def namespaces() -> str:
-        return _json(await off_loop(service.namespaces))
+        grant = caller()
+        listed = await off_loop(service.namespaces)
+        visible = [n for n in listed.namespaces if grant.may_read(n.namespace)]
+        return _json(listed.model_copy(update={"namespaces": visible}))
 
     @server.resource(
         "emx://{namespace}/sessions{?cursor}",
@@ -167,14 +169,17 @@ def register(server: MCPServer, service: MemoryService) -> None:
         context: CompletionContext | None,
     ) -> Completion | None:
         known = dict((context.arguments or {}) if context is not None else {})
+        grant = caller()
         if argument.name == "namespace":
             listed = await off_loop(service.namespaces)
-            return _completion([n.namespace for n in listed.namespaces], argument.value)
+            return _completion(grant.visible([n.namespace for n in listed.namespaces]), argument.value)
         if argument.name == "session":
-            namespace = known.get("namespace") or "default"
+            namespace = known.get("namespace") or grant.default_namespace
             try:
                 check_namespace(namespace)
             except ValueError:
+                return None
+            if not grant.may_read(namespace):
                 return None
             page = await off_loop(service.session_page, namespace, None, 10_000)
             return _completion([s.session for s in page.sessions], argument.value)
@@ -188,7 +193,8 @@ def register(server: MCPServer, service: MemoryService) -> None:
         icons=ICONS,
     )
     @explained
-    async def recall_for_task(task: str, namespace: str = "default") -> list[Message]:
+    async def recall_for_task(task: str, namespace: str = "") -> list[Message]:
+        namespace = _checked(namespace or caller().default_namespace)
         if blank(task):
             raise ValueError("task is empty; say what the task is.")
         request = parse(RecallRequest, {"query": task, "namespace": namespace, "k": 8})
@@ -209,8 +215,8 @@ def register(server: MCPServer, service: MemoryService) -> None:
         icons=ICONS,
     )
     @explained
-    async def recap_session(session: str, namespace: str = "default") -> list[Message]:
-        _checked(namespace, session)
+    async def recap_session(session: str, namespace: str = "") -> list[Message]:
+        namespace = _checked(namespace or caller().default_namespace, session)
         first = await off_loop(service.session_episodes, namespace, session, 0, 1)
         total = first.total or 0
         lines: list[str] = []

@@ -16,6 +16,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
 from emx_mcp import __version__, rendering, resources
+from emx_mcp.access import AccessDenied, Grant, current_grant
 from emx_mcp.coalescing import off_loop, progress_reporter
 from emx_mcp.errors import EmxError
 from emx_mcp.health import render
@@ -44,7 +45,7 @@ from emx_mcp.schemas import (
     tool_schema,
 )
 from emx_mcp.service import Episode, MemoryService
-from emx_mcp.transport import auth_options
+from emx_mcp.transport import auth_options, caller
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -69,16 +70,25 @@ class ServiceTool(Tool):
     render: Callable[[Any], str]
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        grant = caller()
         reporter = progress_reporter.set(_progress_to(context))
+        granted = current_grant.set(grant)
+        audit: dict[str, Any] = {"token": grant.name, "tool": self.name}
+        requested = arguments.get("namespace")
+        audit["namespace"] = requested if isinstance(requested, str) else grant.default_namespace
         try:
+            arguments = self._within(grant, arguments)
             request = parse(self.request_model, arguments, self.max_text_chars)
             result = await self.fn(request)
         except EmxError as exc:
+            outcome = "refused" if isinstance(exc, AccessDenied) else "error"
+            log.info("call", **audit, outcome=outcome, reason=str(exc)[:200])
             raise ToolError(f"Error executing tool {self.name}: {exc}") from None
         except Exception as exc:
             # A bug, not the caller's mistake: the trace goes to the log, the client learns what
             # happened and that it may try again, never just "Error executing tool".
             log.exception("tool failed unexpectedly", tool=self.name)
+            log.info("call", **audit, outcome="failed", reason=type(exc).__name__)
             raise ToolError(
                 f"Error executing tool {self.name}: the server failed unexpectedly ({type(exc).__name__}), a "
                 "bug whose details are in the server's log. Writes are all-or-nothing: before repeating a "
@@ -86,6 +96,8 @@ class ServiceTool(Tool):
             ) from None
         finally:
             progress_reporter.reset(reporter)
+            current_grant.reset(granted)
+        log.info("call", **audit, **counts(result), outcome="ok")
         if not convert_result:
             return result
         structured = result.model_dump(mode="json")
@@ -93,6 +105,37 @@ class ServiceTool(Tool):
             content=[TextContent(type="text", text=self.render(result))], structured_content=structured
         )
         return self.fn_metadata.convert_result(reply)
+
+    def _within(self, grant: Grant, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments with the grant applied: its default namespace, and only namespaces it opens."""
+        if self.name in WRITING_TOOLS:
+            grant.check_write(WRITING_TOOLS[self.name])
+        if grant.namespaces is None:
+            return arguments
+        requested = arguments.get("namespace")
+        if requested is None:
+            return {**arguments, "namespace": grant.default_namespace}
+        if isinstance(requested, str):
+            grant.namespace(requested)
+        return arguments
+
+
+WRITING_TOOLS = {"remember": "remember", "forget": "forget"}
+
+
+def counts(result: Any) -> dict[str, int]:
+    """What the audit line says a call did: events stored, results returned, events forgotten."""
+    if isinstance(result, RememberResult):
+        return {"stored": result.stored}
+    if isinstance(result, RecallResult):
+        return {"returned": len(result.results)}
+    if isinstance(result, RecallBatchResult):
+        return {"returned": sum(len(r.results) for r in result.results)}
+    if isinstance(result, PredictNextResult):
+        return {"returned": len(result.predictions)}
+    if isinstance(result, ForgetResult):
+        return {"forgotten": result.removed}
+    return {}
 
 
 def _progress_to(context: Any) -> Callable[[float, float, str], None] | None:
@@ -297,7 +340,7 @@ def tools(service: MemoryService) -> list[Tool]:
 
 def build_server(service: MemoryService) -> MCPServer:
     """One MCP server, its tools bound to `service`."""
-    token_verifier, auth = auth_options(service.settings)
+    token_verifier, auth = auth_options(service.settings, lambda: service.tokens)
     server = MCPServer(
         name="emx-mcp",
         title="emx-mcp episodic memory",

@@ -7,6 +7,7 @@ details (the event log, the index replica, snapshots) stay behind the store.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -21,6 +22,7 @@ import numpy as np
 import structlog
 
 from emx_mcp import health, prediction, retrieval, segmentation, sentences
+from emx_mcp.access import TokenBook, current_grant, file_book, shared_book
 from emx_mcp.coalescing import report_progress
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Encoder, Vectors, describe, normalize
@@ -50,7 +52,7 @@ from emx_mcp.schemas import (
     now,
 )
 from emx_mcp.storage.records import Event, NewEvent, Receipt
-from emx_mcp.storage.store import Store
+from emx_mcp.storage.store import FORGET_NOTE_IDS, ForgetNote, Store
 
 if TYPE_CHECKING:  # importing the trainer imports torch
     from emx_mcp.lvm.train import Outcome, TrainConfig
@@ -292,10 +294,31 @@ class MemoryService:
         return retrieval.recall(self._store, request.queries, self._encode(request.queries), request, budget)
 
     def forget(self, request: ForgetRequest) -> list[str]:
-        """Remove events (by id, or a whole session) from the log and the index; return their ids."""
+        """Remove events (by id, or a whole session) from the log and the index; return their ids.
+
+        The store keeps a note of who forgot what (the caller's token name, ids and count).
+        """
         self.open()
         ids = None if request.ids is None else list(dict.fromkeys(request.ids))
-        return self._store.forget(request.namespace, ids, request.session)
+        removed = self._store.forget(request.namespace, ids, request.session)
+        who = current_grant.get().name
+        self._store.note_forget(
+            ForgetNote(now(), request.namespace, who, len(removed), removed[:FORGET_NOTE_IDS])
+        )
+        return removed
+
+    def forget_notes(self, namespace: str | None = None, limit: int = 100) -> list[ForgetNote]:
+        """The latest forgets (of one namespace, or all), newest first."""
+        self.open()
+        return self._store.forget_notes(namespace, limit)
+
+    @functools.cached_property
+    def tokens(self) -> TokenBook:
+        """The scoped tokens, beside the store: a file in the data directory, or shared through Milvus."""
+        if self.settings.store == "milvus":
+            self.open()
+            return shared_book(self._store.publish, self._store.fetch)
+        return file_book(self.settings.data_dir / "tokens.json")
 
     def predict_next(self, request: PredictNextRequest) -> Prediction:
         """The stored episodes most likely needed next, after a session's latest (or a given) episode."""

@@ -12,14 +12,16 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import mcp_types as types
 import structlog
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
@@ -27,6 +29,7 @@ from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from emx_mcp.access import ADMIN, LOCAL, Grant, TokenBook
 from emx_mcp.config import Settings, is_loopback
 
 log = structlog.get_logger(__name__)
@@ -36,17 +39,49 @@ WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 
 
 class BearerToken:
-    """The SDK's TokenVerifier for one shared secret, compared in constant time."""
+    """The SDK's TokenVerifier: the admin token (EMX_AUTH_TOKEN) or a scoped one, in constant time."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, book: Callable[[], TokenBook] | None = None) -> None:
         self._expected = token.encode("utf-8")
+        self._book = book  # called when a scoped token is first checked: the store opens lazily
+
+    def grant_for(self, token: str) -> Grant | None:
+        """What `token` may do, or None if it is not a valid token of this server."""
+        given = token.encode("utf-8", "surrogatepass")
+        if hmac.compare_digest(given, self._expected):
+            return ADMIN
+        record = self._book().verify(token) if self._book is not None else None
+        return None if record is None else record.grant()
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        given = token.encode("utf-8", "surrogatepass")
-        if not hmac.compare_digest(given, self._expected):
+        grant = await anyio.to_thread.run_sync(self.grant_for, token)  # the book may be in Milvus
+        if grant is None:
             return None
-        # The SDK keeps the AccessToken for the request; it need not carry the secret itself.
-        return AccessToken(token="", client_id="emx-mcp-client", scopes=[])
+        # The SDK keeps the AccessToken for the request; it carries the grant, never the secret.
+        return AccessToken(token="", client_id=grant.name, scopes=grant_scopes(grant))
+
+
+def grant_scopes(grant: Grant) -> list[str]:
+    scopes = ["emx:read"] + (["emx:write"] if grant.write else [])
+    if grant.namespaces is None:
+        return [*scopes, "emx:all-namespaces"]
+    return scopes + [f"emx:namespace:{n}" for n in grant.namespaces]
+
+
+def grant_of(token: AccessToken | None) -> Grant:
+    """The grant of the request being served: LOCAL without auth (stdio, or HTTP on loopback)."""
+    if token is None:
+        return LOCAL
+    namespaces = None
+    if "emx:all-namespaces" not in token.scopes:
+        prefix = "emx:namespace:"
+        namespaces = tuple(s.removeprefix(prefix) for s in token.scopes if s.startswith(prefix))
+    return Grant(token.client_id or "unnamed", namespaces, "emx:write" in token.scopes)
+
+
+def caller() -> Grant:
+    """The grant of the MCP request in hand."""
+    return grant_of(get_access_token())
 
 
 def base_url(settings: Settings) -> str:
@@ -59,14 +94,16 @@ def base_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def auth_options(settings: Settings) -> tuple[BearerToken | None, AuthSettings | None]:
+def auth_options(
+    settings: Settings, book: Callable[[], TokenBook] | None = None
+) -> tuple[BearerToken | None, AuthSettings | None]:
     """The token verifier and auth settings MCPServer takes; (None, None) without a token or over stdio."""
     if settings.auth_token is None or settings.transport == "stdio":
         return None, None
     # No OAuth server is involved: the SDK requires an issuer URL, but only publishes it when a
     # resource server URL is set, which it is not here.
     auth = AuthSettings(issuer_url=base_url(settings), resource_server_url=None)  # type: ignore[arg-type]
-    return BearerToken(settings.auth_token.get_secret_value()), auth
+    return BearerToken(settings.auth_token.get_secret_value(), book), auth
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:

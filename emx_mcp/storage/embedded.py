@@ -8,6 +8,7 @@ sharing the data directory are seen.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -22,7 +23,7 @@ from emx_mcp.storage.events import EventLog
 from emx_mcp.storage.index import Ids, Scores, VectorIndex
 from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 from emx_mcp.storage.replica import Replica
-from emx_mcp.storage.store import Match, SessionInfo, StoreStats, exact_top
+from emx_mcp.storage.store import ForgetNote, Match, SessionInfo, StoreStats, exact_top
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +172,15 @@ class EmbeddedStore:
         removed = self.log.forget(namespace, ids, session)
         self.catch_up()
         return removed
+
+    def note_forget(self, note: ForgetNote) -> None:
+        self.log.note_forget(note.at, note.namespace, note.who, note.count, json.dumps(note.ids))
+
+    def forget_notes(self, namespace: str | None, limit: int) -> list[ForgetNote]:
+        return [
+            ForgetNote(at, ns, who, count, json.loads(ids))
+            for at, ns, who, count, ids in self.log.forget_notes(namespace, limit)
+        ]
 
     def publish(self, name: str, data: bytes) -> None:
         """Files beside the store are shared already: every process reads the same data directory."""

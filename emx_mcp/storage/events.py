@@ -66,6 +66,14 @@ CREATE TABLE IF NOT EXISTS receipts (
     detail    TEXT NOT NULL,
     PRIMARY KEY (namespace, key)
 );
+CREATE TABLE IF NOT EXISTS forget_audit (
+    change    INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        TEXT    NOT NULL,
+    namespace TEXT    NOT NULL,
+    who       TEXT    NOT NULL,
+    count     INTEGER NOT NULL,
+    ids       TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -172,6 +180,17 @@ class EventReader:
                 (namespace, session, limit, start),
             ).fetchall()
         return [_row_to_event(r) for r in rows]
+
+    def forget_notes(self, namespace: str | None, limit: int) -> list[tuple[str, str, str, int, str]]:
+        """(at, namespace, who, count, ids as JSON) of the latest forgets, newest first."""
+        where, params = ("WHERE namespace = ?", [namespace]) if namespace is not None else ("", [])
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT at, namespace, who, count, ids FROM forget_audit {where} "
+                "ORDER BY change DESC LIMIT ?",
+                [*params, limit],
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4])) for r in rows]
 
     def daily_counts(self, namespace: str) -> list[tuple[str, int]]:
         """(day, events) for each day (UTC) with events in `namespace`, oldest first."""
@@ -568,6 +587,13 @@ class EventLog(EventReader):
             )
             self._conn.execute("UPDATE counters SET value = value - ? WHERE key = 'events'", (len(rows),))
         return [event_id for _, event_id in rows]
+
+    def note_forget(self, at: str, namespace: str, who: str, count: int, ids: str) -> None:
+        with self._transaction():
+            self._conn.execute(
+                "INSERT INTO forget_audit (at, namespace, who, count, ids) VALUES (?, ?, ?, ?, ?)",
+                (at, namespace, who, count, ids),
+            )
 
     def forgotten_after(self, change: int) -> list[tuple[int, int, str]]:
         """(change, seq, namespace) of removals recorded after `change`, in order."""

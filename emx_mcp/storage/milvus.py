@@ -21,6 +21,7 @@ same insert.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import random
@@ -44,7 +45,7 @@ from emx_mcp.storage.embedded import EXACT_FILTER_LIMIT
 from emx_mcp.storage.events import chunks, new_id
 from emx_mcp.storage.index import Ids, IndexState, IndexStats
 from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
-from emx_mcp.storage.store import Match, SessionInfo, StoreStats, exact_top
+from emx_mcp.storage.store import ForgetNote, Match, SessionInfo, StoreStats, exact_top
 
 log = structlog.get_logger(__name__)
 
@@ -1145,6 +1146,22 @@ class MilvusStore:
         )
 
     # -- shared files ---------------------------------------------------------------------------
+
+    def note_forget(self, note: ForgetNote) -> None:
+        key = f"audit:{note.at}:{uuid.uuid4().hex}"
+        self._meta_put(key, "audit", note.namespace, json.dumps(dataclasses.asdict(note)))
+
+    def forget_notes(self, namespace: str | None, limit: int) -> list[ForgetNote]:
+        expr = "kind == 'audit'" + ("" if namespace is None else f" and namespace == {_lit(namespace)}")
+        rows = self._client.query(
+            self.meta_name,
+            filter=expr,
+            output_fields=["key", "value"],
+            consistency_level="Strong",
+            limit=16_384,
+        )
+        rows.sort(key=lambda r: str(r["key"]), reverse=True)
+        return [ForgetNote(**json.loads(r["value"])) for r in rows[:limit]]
 
     def publish(self, name: str, data: bytes) -> None:
         """Store a file (a predictor checkpoint) for every replica, in pieces, then its index row."""

@@ -53,6 +53,20 @@ class SessionInfo:
     last_seq: int  # when it last grew: sessions are listed newest first
 
 
+@dataclass(frozen=True, slots=True)
+class ForgetNote:
+    """Who forgot what: the audit record a `forget` leaves in the store (ids and counts, never text)."""
+
+    at: str
+    namespace: str
+    who: str
+    count: int
+    ids: list[str]  # the first FORGET_NOTE_IDS of them
+
+
+FORGET_NOTE_IDS = 100
+
+
 class Store(Protocol):
     """Durable events with their vectors, searchable by vector and by words, per namespace."""
 
@@ -77,6 +91,8 @@ class Store(Protocol):
     ) -> tuple[list[Event], Receipt | None]: ...
     def insert(self, events: Sequence[Event], vectors: Vectors) -> list[Event]: ...
     def forget(self, namespace: str, ids: Sequence[str] | None, session: str | None) -> list[str]: ...
+    def note_forget(self, note: ForgetNote) -> None: ...
+    def forget_notes(self, namespace: str | None, limit: int) -> list[ForgetNote]: ...  # newest first
 
     # reads
     def receipt(self, namespace: str, key: str) -> Receipt | None: ...
