@@ -101,7 +101,9 @@ def serve(settings: Settings) -> None:
             anyio.run(serve_stdio, server)
         else:
             path = "/mcp" if settings.transport == "http" else "/sse"
-            auth = "bearer token" if settings.auth_token is not None else "none (loopback only)"
+            modes = ["bearer token"] if settings.auth_token is not None else []
+            modes += ["oauth (JWT access tokens)"] if settings.oauth else []
+            auth = " and ".join(modes) or "none (loopback only)"
             log.info("serving", transport=settings.transport, url=base_url(settings) + path, auth=auth)
             from emx_mcp import browser
 

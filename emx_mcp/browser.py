@@ -42,7 +42,7 @@ from emx_mcp.schemas import (
     parse,
 )
 from emx_mcp.service import MemoryService
-from emx_mcp.transport import BearerToken, transport_security
+from emx_mcp.transport import BearerToken, auth_options, transport_security
 
 COOKIE = "emx_ui"
 Page = Callable[[Request], Awaitable[Response]]
@@ -79,7 +79,8 @@ class Browser:
         self.service = service
         self.settings = settings
         token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
-        self._tokens = None if token is None else BearerToken(token, lambda: service.tokens)
+        verifier, _ = auth_options(settings, lambda: service.tokens)
+        self._tokens: BearerToken | None = verifier
         # Without a token there is no shared secret: CSRF tokens come from this process's own.
         self._secret = token.encode() if token is not None else secrets.token_bytes(32)
         self._csrf = hmac.new(self._secret, b"emx-ui-csrf", hashlib.sha256).hexdigest()
@@ -166,9 +167,13 @@ class Browser:
         form = await request.form()
         given = str(form.get("token", ""))
         grant = LOCAL if self._tokens is None else await off_loop(self._tokens.grant_for, given)
+        match = TOKEN_PATTERN.fullmatch(given)
+        if grant is not None and grant is not ADMIN and grant is not LOCAL and match is None:
+            # An OAuth access token expires; it goes in each request's Authorization header instead.
+            problem = "Sign in with EMX_AUTH_TOKEN or an emx token; send OAuth access tokens as a header."
+            return HTMLResponse(layout("Sign in", login_form(target, problem)), 401)
         if grant is not None:
-            match = TOKEN_PATTERN.fullmatch(given)
-            token_id = "admin" if grant is ADMIN or match is None else match.group(1)
+            token_id = "admin" if match is None else match.group(1)
             response = RedirectResponse(target, 303)
             response.set_cookie(
                 COOKIE, self._cookie_for(token_id), httponly=True, samesite="strict", path="/ui"

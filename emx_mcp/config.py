@@ -199,6 +199,33 @@ class Settings(BaseSettings):
         default=None,
         description="When set, every HTTP/SSE request needs 'Authorization: Bearer <token>' (else 401).",
     )
+    oauth_issuer: str | None = Field(
+        default=None,
+        description="OAuth resource-server mode: the authorization server whose JWT access tokens are "
+        "accepted (the token's `iss`); needs EMX_OAUTH_AUDIENCE and EMX_OAUTH_JWKS.",
+    )
+    oauth_audience: str | None = Field(
+        default=None, description="The `aud` an access token must carry: this server's resource identifier."
+    )
+    oauth_jwks: str | None = Field(
+        default=None,
+        description="The issuer's signing keys: a JWKS file path, or an https:// URL to fetch it from.",
+    )
+    oauth_namespaces_claim: str = Field(
+        default="emx_namespaces",
+        description="The JWT claim listing the namespaces a token opens (a list, or a space-separated "
+        "string; the first is its default). A token without it is refused.",
+    )
+    oauth_write_scope: str = Field(
+        default="emx:write",
+        description="The scope (in the token's `scope` claim) that allows remember and forget; "
+        "without it a token may only read.",
+    )
+    oauth_resource: str | None = Field(
+        default=None,
+        description="This server's public URL of /mcp, published in the protected-resource metadata "
+        "(default: http://HOST:PORT/mcp).",
+    )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra Host header values the HTTP/SSE server accepts (comma-separated, 'name:*' for any "
@@ -227,6 +254,11 @@ class Settings(BaseSettings):
             )
         return value
 
+    @property
+    def oauth(self) -> bool:
+        """OAuth resource-server mode: JWT access tokens of EMX_OAUTH_ISSUER are accepted."""
+        return self.oauth_issuer is not None
+
     @model_validator(mode="after")
     def _check_network_security(self) -> Settings:
         if self.transport == "stdio":
@@ -237,10 +269,20 @@ class Settings(BaseSettings):
                 f"EMX_AUTH_TOKEN has {len(token)} characters; use at least {MIN_TOKEN_CHARS} random ones "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
             )
-        if token is None and not is_loopback(self.host):
+        oauth = (self.oauth_issuer, self.oauth_audience, self.oauth_jwks)
+        if any(oauth) and not all(oauth):
+            raise ValueError(
+                "OAuth resource-server mode needs EMX_OAUTH_ISSUER, EMX_OAUTH_AUDIENCE and EMX_OAUTH_JWKS "
+                "together; set all three, or none."
+            )
+        jwks = self.oauth_jwks
+        if jwks is not None and not jwks.startswith(("https://", "http://")) and not Path(jwks).is_file():
+            raise ValueError(f"EMX_OAUTH_JWKS {jwks!r} is neither an http(s) URL nor a file that exists.")
+        if token is None and not all(oauth) and not is_loopback(self.host):
             raise ValueError(
                 f"EMX_HOST is {self.host}, which is not loopback, so EMX_AUTH_TOKEN must be set: anyone who "
-                "can reach the port could read and write the memory. Set a token, or bind to 127.0.0.1."
+                "can reach the port could read and write the memory. Set a token (or the EMX_OAUTH_* "
+                "settings), or bind to 127.0.0.1."
             )
         return self
 

@@ -14,7 +14,7 @@ import ipaddress
 import json
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -29,8 +29,11 @@ from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from emx_mcp.access import ADMIN, LOCAL, Grant, TokenBook
+from emx_mcp.access import ADMIN, LOCAL, TOKEN_PATTERN, Grant, TokenBook
 from emx_mcp.config import Settings, is_loopback
+
+if TYPE_CHECKING:
+    from emx_mcp.oauth import JwtVerifier
 
 log = structlog.get_logger(__name__)
 
@@ -39,19 +42,32 @@ WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 
 
 class BearerToken:
-    """The SDK's TokenVerifier: the admin token (EMX_AUTH_TOKEN) or a scoped one, in constant time."""
+    """The SDK's TokenVerifier: the admin token (EMX_AUTH_TOKEN), a scoped token, or a JWT access token.
 
-    def __init__(self, token: str, book: Callable[[], TokenBook] | None = None) -> None:
-        self._expected = token.encode("utf-8")
+    Secrets are compared in constant time; JWTs are checked by `JwtVerifier` (OAuth mode).
+    """
+
+    def __init__(
+        self,
+        token: str | None,
+        book: Callable[[], TokenBook] | None = None,
+        jwt_verifier: JwtVerifier | None = None,
+    ) -> None:
+        self._expected = None if token is None else token.encode("utf-8")
         self._book = book  # called when a scoped token is first checked: the store opens lazily
+        self._jwt = jwt_verifier
 
     def grant_for(self, token: str) -> Grant | None:
         """What `token` may do, or None if it is not a valid token of this server."""
         given = token.encode("utf-8", "surrogatepass")
-        if hmac.compare_digest(given, self._expected):
+        if self._expected is not None and hmac.compare_digest(given, self._expected):
             return ADMIN
-        record = self._book().verify(token) if self._book is not None else None
-        return None if record is None else record.grant()
+        if TOKEN_PATTERN.fullmatch(token):
+            record = self._book().verify(token) if self._book is not None else None
+            return None if record is None else record.grant()
+        if self._jwt is not None and token.count(".") == 2:
+            return self._jwt.grant_for(token)
+        return None
 
     async def verify_token(self, token: str) -> AccessToken | None:
         grant = await anyio.to_thread.run_sync(self.grant_for, token)  # the book may be in Milvus
@@ -97,13 +113,22 @@ def base_url(settings: Settings) -> str:
 def auth_options(
     settings: Settings, book: Callable[[], TokenBook] | None = None
 ) -> tuple[BearerToken | None, AuthSettings | None]:
-    """The token verifier and auth settings MCPServer takes; (None, None) without a token or over stdio."""
-    if settings.auth_token is None or settings.transport == "stdio":
+    """The token verifier and auth settings MCPServer takes; (None, None) without auth or over stdio."""
+    if settings.transport == "stdio" or (settings.auth_token is None and not settings.oauth):
         return None, None
+    admin = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
+    if settings.oauth:
+        from emx_mcp.oauth import JwtVerifier
+
+        # The SDK publishes /.well-known/oauth-protected-resource naming the issuer as this
+        # resource's authorization server, and points every 401's WWW-Authenticate header at it.
+        resource = settings.oauth_resource or base_url(settings) + "/mcp"
+        auth = AuthSettings(issuer_url=settings.oauth_issuer, resource_server_url=resource)  # type: ignore[arg-type]
+        return BearerToken(admin, book, JwtVerifier(settings)), auth
     # No OAuth server is involved: the SDK requires an issuer URL, but only publishes it when a
     # resource server URL is set, which it is not here.
     auth = AuthSettings(issuer_url=base_url(settings), resource_server_url=None)  # type: ignore[arg-type]
-    return BearerToken(settings.auth_token.get_secret_value(), book), auth
+    return BearerToken(admin, book), auth
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
@@ -187,7 +212,7 @@ def network_app(server: MCPServer, settings: Settings, pages: Sequence[BaseRoute
     else:
         raise ValueError(f"{settings.transport!r} is not a network transport")
     app.router.routes.extend(pages)
-    if settings.auth_token is not None:
+    if settings.auth_token is not None and not settings.oauth:  # OAuth's 401s follow the spec as they are
         app.add_middleware(ExplainUnauthorized)
     return app
 

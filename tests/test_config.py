@@ -121,3 +121,26 @@ def test_episode_sizes_must_be_ordered(
 def test_a_blank_token_is_refused_at_start(tmp_path: Path, token: str) -> None:
     with pytest.raises(ValueError, match="EMX_AUTH_TOKEN is blank"):
         Settings(data_dir=tmp_path, auth_token=token)  # type: ignore[arg-type]
+
+
+def test_oauth_settings_come_together_and_the_keys_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="EMX_OAUTH_ISSUER, EMX_OAUTH_AUDIENCE and EMX_OAUTH_JWKS together"):
+        Settings(transport="http", oauth_issuer="https://id.example.com/")
+    with pytest.raises(ValueError, match="neither an http"):
+        Settings(
+            transport="http",
+            oauth_issuer="https://id.example.com/",
+            oauth_audience="aud",
+            oauth_jwks=str(tmp_path / "missing.json"),
+        )
+    keys = tmp_path / "jwks.json"
+    keys.write_text('{"keys": []}')
+    # With OAuth configured, a non-loopback bind needs no EMX_AUTH_TOKEN.
+    ok = Settings(
+        transport="http",
+        host="0.0.0.0",
+        oauth_issuer="https://id.example.com/",
+        oauth_audience="a",
+        oauth_jwks=str(keys),
+    )
+    assert ok.oauth and ok.auth_token is None
