@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio.from_thread
 import structlog
@@ -47,7 +47,6 @@ from emx_mcp.schemas import (
 from emx_mcp.service import Episode, MemoryService
 from emx_mcp.transport import auth_options, caller
 
-T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 INSTRUCTIONS = """\
@@ -120,6 +119,7 @@ class ServiceTool(Tool):
         return arguments
 
 
+# The tools that change memory, with the verb a read-only token's refusal names.
 WRITING_TOOLS = {"remember": "remember", "forget": "forget"}
 
 
