@@ -91,43 +91,20 @@ def all_sentences() -> list[str]:
 
 
 def make_encoder(backend: str = "torch") -> Any:
-    """The packaged all-MiniLM-L6-v2 run by `backend`: torch, onnx, onnx-int8 (dynamic int8 weights,
-    one scale per tensor) or onnx-int8-channel (one scale per output channel).
+    """The packaged all-MiniLM-L6-v2 run by `backend`: torch, onnx or onnx-int8 (as the server runs
+    them with EMX_ENCODER_BACKEND).
 
     ONNX exports are kept in benchmarks/cache/models, as the server keeps them in its data directory.
     """
     from emx_mcp.embedding import DEFAULT_MODEL_ID, SentenceTransformerEncoder
-    from emx_mcp.onnx_runtime import OnnxEncoder, model_folder
+    from emx_mcp.onnx_runtime import OnnxEncoder
 
     if backend == "torch":
         return SentenceTransformerEncoder()
     if backend == "onnx":
         return OnnxEncoder(None, CACHE / "models", DEFAULT_MODEL_ID)
-    if backend in ("onnx-int8", "onnx-int8-channel"):
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        per_channel = backend == "onnx-int8-channel"
-        fp32_encoder = OnnxEncoder(None, CACHE / "models", DEFAULT_MODEL_ID)
-        fp32_encoder.load()  # exports the fp32 model once
-        fp32 = fp32_encoder._cache_path(model_folder(None))
-        int8 = fp32.with_name(fp32.stem + ("-int8-channel.onnx" if per_channel else "-int8.onnx"))
-        if not int8.exists():
-            quantize_dynamic(
-                str(fp32),
-                str(int8),
-                weight_type=QuantType.QInt8,
-                per_channel=per_channel,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-            digest = hashlib.sha256(int8.read_bytes()).hexdigest()
-            int8.with_suffix(".onnx.sha256").write_text(digest + "\n")
-
-        class Int8(OnnxEncoder):
-            def _cache_path(self, folder: Path) -> Path:
-                return int8
-
-        return Int8(None, CACHE / "models", DEFAULT_MODEL_ID)
+    if backend == "onnx-int8":
+        return OnnxEncoder(None, CACHE / "models", DEFAULT_MODEL_ID + "+int8", int8=True)
     raise ValueError(f"unknown encoder backend {backend!r}")
 
 

@@ -6,12 +6,16 @@ loopback, once per server configuration and client count, all in one run:
 - `today`: the torch encoder, every request encoding on its own (EMX_ENCODER_BACKEND=torch,
   EMX_ENCODER_COALESCE=false), as the server was before coalescing;
 - `onnx`: the ONNX Runtime encoder, not coalesced;
-- `coalesced`: the ONNX Runtime encoder with coalescing (the defaults).
+- `coalesced`: the ONNX Runtime encoder with coalescing (the defaults);
+- `int8`: as `coalesced`, with int8 weights (EMX_ENCODER_BACKEND=onnx-int8, not the default: its
+  retrieval quality is below the model's, see benchmarks/encoders.py).
 
 Each client is its own MCP session and loops until the time is up: remember a real Wikipedia
 paragraph (40%), recall one real sentence (40%), or recall_batch eight (20%). The server has
 loaded its model before the clock starts (index_health says when). Reported: requests per second,
-p50/p95/p99 latency per tool, errors (must be 0), and the encoder's mean batch (index_health).
+p50/p95/p99 latency per tool, errors (must be 0), the encoder's mean batch (index_health), and the
+CPU time per request of the server and of this load generator (they share the machine's cores, so
+requests per second can be at most cores / (server + generator CPU per request)).
 Afterwards the server is stopped, its memories exported with `emx-mcp export`, and it is started
 again: the exported events must be exactly the acknowledged ones, and every one must be recalled
 first by its own text.
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import secrets
 import shutil
 import signal
@@ -52,6 +57,7 @@ CONFIGS = {
     "today": {"EMX_ENCODER_BACKEND": "torch", "EMX_ENCODER_COALESCE": "false"},
     "onnx": {"EMX_ENCODER_BACKEND": "onnx", "EMX_ENCODER_COALESCE": "false"},
     "coalesced": {"EMX_ENCODER_BACKEND": "onnx", "EMX_ENCODER_COALESCE": "true"},
+    "int8": {"EMX_ENCODER_BACKEND": "onnx-int8", "EMX_ENCODER_COALESCE": "true"},
 }
 EMX = Path(sys.executable).with_name("emx-mcp")
 
@@ -110,6 +116,16 @@ class HttpServer:
 
     def tracebacks(self) -> int:
         return self.stderr.read_text(errors="replace").count("Traceback")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def health(server: HttpServer) -> dict[str, Any]:
@@ -254,12 +270,14 @@ def one_run(work: Path, config: str, clients: int, seconds: int, models: Path) -
     server = HttpServer(data_dir, config, token)
     try:
         anyio.run(until_ready, server)
+        server_cpu, own_cpu = server.cpu_seconds(), own_cpu_seconds()
         load = anyio.run(run_load, server, clients, seconds, 20261121 + clients)
+        server_cpu, own_cpu = server.cpu_seconds() - server_cpu, own_cpu_seconds() - own_cpu
         after = anyio.run(health, server)
     finally:
         exit_code = server.stop()
-    if not models.is_dir() and (data_dir / "models").is_dir():
-        shutil.copytree(data_dir / "models", models)
+    if (data_dir / "models").is_dir():
+        shutil.copytree(data_dir / "models", models, dirs_exist_ok=True)
     stored = export(data_dir, config)
     server = HttpServer(data_dir, config, token)
     try:
@@ -276,6 +294,9 @@ def one_run(work: Path, config: str, clients: int, seconds: int, models: Path) -
         "elapsed_s": load["elapsed_s"],
         "requests": total,
         "requests_per_s": round(total / load["elapsed_s"], 2),
+        "server_cpu_ms_per_request": round(1000 * server_cpu / total, 1),
+        "generator_cpu_ms_per_request": round(1000 * own_cpu / total, 1),
+        "cores_busy": round((server_cpu + own_cpu) / load["elapsed_s"], 2),
         "errors": len(load["errors"]),
         "first_errors": load["errors"][:10],
         "tools": rows,
@@ -318,14 +339,20 @@ async def stdio_recall(data_dir: Path, config: str, queries: list[str]) -> dict[
     return summary_ms(times)
 
 
-def single_client(work: Path, source: Path, configs: list[str], models: Path) -> dict[str, Any]:
+def vector_space(config: str) -> str:
+    """int8 weights make vectors of their own: a store made with them opens only with them."""
+    return "int8" if CONFIGS[config]["EMX_ENCODER_BACKEND"] == "onnx-int8" else "model"
+
+
+def single_client(work: Path, sources: dict[str, Path], models: Path) -> dict[str, Any]:
+    """One stdio client per configuration, on a copy of a data directory of its vector space."""
     queries = random.Random(7).sample(sentences(20_000), 300)
     out: dict[str, Any] = {"events": None, "recall": {}, "first_recall_s": {}}
-    for config in configs:
+    for config, source in sources.items():
         data_dir = work / f"stdio-{config}" / "data"
         shutil.copytree(source, data_dir)
         shutil.rmtree(data_dir / "models", ignore_errors=True)
-        if CONFIGS[config]["EMX_ENCODER_BACKEND"] == "onnx":
+        if CONFIGS[config]["EMX_ENCODER_BACKEND"].startswith("onnx"):
             cold = anyio.run(first_recall_seconds, data_dir, config)  # exports the model
             out["first_recall_s"][f"{config} (exporting ONNX)"] = round(cold, 2)
         warm = [anyio.run(first_recall_seconds, data_dir, config) for _ in range(3)]
@@ -337,8 +364,9 @@ def single_client(work: Path, source: Path, configs: list[str], models: Path) ->
 def tables(runs: list[dict[str, Any]], single: dict[str, Any] | None) -> str:
     lines = [
         "| server | clients | requests/s | errors | lost | not first | mean batch "
-        "| remember p50 / p95 / p99 ms | recall p50 / p95 / p99 ms | recall_batch p50 / p95 / p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| remember p50 / p95 / p99 ms | recall p50 / p95 / p99 ms | recall_batch p50 / p95 / p99 ms "
+        "| CPU ms per request: server + generator | cores busy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         cells = [
@@ -347,7 +375,10 @@ def tables(runs: list[dict[str, Any]], single: dict[str, Any] | None) -> str:
         ]
         lines.append(
             f"| {r['config']} | {r['clients']} | {r['requests_per_s']} | {r['errors']} | {r['lost']} "
-            f"| {r['not_recalled_first']} | {r['encoder']['mean_batch']} | " + " | ".join(cells) + " |"
+            f"| {r['not_recalled_first']} | {r['encoder']['mean_batch']} | "
+            + " | ".join(cells)
+            + f" | {r['server_cpu_ms_per_request']} + {r['generator_cpu_ms_per_request']}"
+            + f" | {r['cores_busy']} |"
         )
     if single:
         lines += ["", "| one client over stdio | recall p50 ms | recall p95 ms | first recall after start |"]
@@ -405,8 +436,9 @@ def main() -> None:
                 runs.append(run)
         single = None
         if not args.no_stdio:
-            stdio_configs = [c for c in ("today", "onnx", "coalesced") if c in args.configs]
-            single = single_client(work, Path(runs[-1]["data_dir"]), stdio_configs, models)
+            last = {vector_space(r["config"]): Path(r["data_dir"]) for r in runs}
+            sources = {c: last[vector_space(c)] for c in CONFIGS if c in args.configs}
+            single = single_client(work, sources, models)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for run in runs:

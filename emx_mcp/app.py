@@ -32,6 +32,8 @@ def build_encoder(settings: Settings) -> Encoder:
     if settings.encoder_backend == "onnx":
         onnx = OnnxEncoder(settings.model, settings.data_dir / "models", settings.model_id)
         base = OnnxOrTorch(onnx, torch)
+    elif settings.encoder_backend == "onnx-int8":  # no fallback: torch's vectors are another space
+        base = OnnxEncoder(settings.model, settings.data_dir / "models", settings.model_id, int8=True)
     return CoalescingEncoder(base) if settings.encoder_coalesce else base
 
 

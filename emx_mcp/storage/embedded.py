@@ -17,7 +17,7 @@ import structlog
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import StoreMismatch
+from emx_mcp.errors import model_mismatch
 from emx_mcp.storage import training
 from emx_mcp.storage.events import EventLog
 from emx_mcp.storage.index import Ids, Scores, VectorIndex
@@ -76,10 +76,11 @@ class EmbeddedStore:
             return dim
         bound_id, dim = bound
         if bound_id != model_id:
-            raise StoreMismatch(
-                f"{self.settings.db_path} holds embeddings from model {bound_id!r}, but the server is "
-                f"configured with {model_id!r}. Vectors from different models are not "
-                "comparable: set EMX_MODEL back, or use another EMX_DATA_DIR."
+            raise model_mismatch(
+                str(self.settings.db_path),
+                repr(bound_id),
+                repr(model_id),
+                "set EMX_MODEL and EMX_ENCODER_BACKEND back, or use another EMX_DATA_DIR",
             )
         return dim
 

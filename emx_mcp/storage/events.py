@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch
+from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch, model_mismatch
 from emx_mcp.storage import lexical
 from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 
@@ -411,10 +411,11 @@ class EventLog(EventReader):
                 self._meta_set("dim", str(dim))
                 return
         if stored_model != model_id or int(stored_dim or 0) != dim:
-            raise StoreMismatch(
-                f"{self.path} holds embeddings from model {stored_model!r} (dim {stored_dim}), "
-                f"but the server is configured with {model_id!r} (dim {dim}). Vectors from different "
-                "models are not comparable: set EMX_MODEL back, or use another EMX_DATA_DIR."
+            raise model_mismatch(
+                str(self.path),
+                f"{stored_model!r} (dim {stored_dim})",
+                f"{model_id!r} (dim {dim})",
+                "set EMX_MODEL and EMX_ENCODER_BACKEND back, or use another EMX_DATA_DIR",
             )
 
     def bound_model(self) -> tuple[str, int] | None:

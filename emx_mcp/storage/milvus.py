@@ -39,7 +39,7 @@ import structlog
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch
+from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch, model_mismatch
 from emx_mcp.storage import lexical
 from emx_mcp.storage.embedded import EXACT_FILTER_LIMIT
 from emx_mcp.storage.events import chunks, new_id
@@ -235,11 +235,11 @@ class MilvusStore:
         else:
             config = json.loads(bound)
             if config["model"] != model_id:
-                raise StoreMismatch(
-                    f"Milvus collection {self.events_name!r} holds embeddings from model "
-                    f"{config['model']!r}, but the server is configured with {model_id!r}. Vectors from "
-                    "different models are not comparable: set EMX_MODEL back, or use another "
-                    "EMX_MILVUS_COLLECTION."
+                raise model_mismatch(
+                    f"Milvus collection {self.events_name!r}",
+                    repr(config["model"]),
+                    repr(model_id),
+                    "set EMX_MODEL and EMX_ENCODER_BACKEND back, or use another EMX_MILVUS_COLLECTION",
                 )
             self.dim = int(config["dim"])
             self._create_events()
