@@ -23,7 +23,7 @@ first by its own text.
 Then one client over stdio (on a copy of the last data directory): `recall` p50 with coalescing on
 and off, and the time from process start to the first answered recall.
 
-    .venv/bin/python benchmarks/load.py [--clients 8 32] [--seconds 60] [--configs today onnx coalesced]
+    .venv/bin/python benchmarks/load.py [--clients 8 32] [--seconds 60] [--configs today onnx coalesced int8]
 """
 
 from __future__ import annotations
