@@ -52,7 +52,7 @@ typecheck: install
 	$(BIN)/mypy emx_mcp
 
 pytest: install $(NODE_TOOLS) $(BROWSER)
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 
 # The README's screenshots of the memory browser, made by its tests.
 screenshots: install $(BROWSER)
