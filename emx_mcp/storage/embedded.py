@@ -140,14 +140,21 @@ class EmbeddedStore:
         items: Sequence[NewEvent],
         vectors: Vectors,
         receipt: Receipt | None = None,
+        supersedes: Sequence[str] = (),
     ) -> tuple[list[Event], Receipt | None]:
         """Store `items` at the end of `session` in one transaction; searchable when this returns.
 
         With a receipt whose key was used before, nothing is stored: the first call's events
-        and receipt come back instead.
+        and receipt come back instead. Every new event supersedes the events `supersedes` names.
         """
         events, earlier = self.log.append(
-            namespace, session, items, vectors, max_events=self.settings.max_events, receipt=receipt
+            namespace,
+            session,
+            items,
+            vectors,
+            max_events=self.settings.max_events,
+            receipt=receipt,
+            supersedes=supersedes,
         )
         self.catch_up()
         return events, earlier
@@ -163,11 +170,31 @@ class EmbeddedStore:
         """Which of `ids` were forgotten (the log keeps their tombstones)."""
         return self.log.forgotten_ids(ids)
 
-    def insert(self, events: Sequence[Event], vectors: Vectors) -> list[Event]:
-        """Store events that keep their ids and places (an import) in one transaction."""
-        stored = self.log.insert(events, vectors, max_events=self.settings.max_events)
+    def insert(
+        self, events: Sequence[Event], vectors: Vectors, links: Sequence[tuple[str, str]] = ()
+    ) -> list[Event]:
+        """Store events that keep their ids and places (an import), and their (new, old) links, at once."""
+        stored = self.log.insert(events, vectors, max_events=self.settings.max_events, links=links)
         self.catch_up()
         return stored
+
+    def supersede(self, namespace: str, new: str, old: Sequence[str]) -> list[str]:
+        """Mark `new` as superseding each of `old`; return the ids linked anew."""
+        return self.log.supersede(namespace, new, old)
+
+    def links(self, namespace: str, ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(old, new) supersession links of `namespace` touching `ids`, oldest first."""
+        return self.log.links(namespace, ids)
+
+    def listing(self, namespace: str, filters: Filters, limit: int) -> tuple[list[Event], int]:
+        """The first `limit` events passing `filters` in time order, and how many pass."""
+        return self.log.listing(namespace, filters, limit)
+
+    def nearest_times(
+        self, namespace: str, since: str | None, until: str | None
+    ) -> tuple[str | None, str | None]:
+        """The latest timestamp before `since` and the earliest after `until`, if any."""
+        return self.log.nearest_times(namespace, since, until)
 
     def forget(self, namespace: str, ids: Sequence[str] | None, session: str | None) -> list[str]:
         removed = self.log.forget(namespace, ids, session)

@@ -24,7 +24,15 @@ import numpy as np
 import numpy.typing as npt
 
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch, model_mismatch
+from emx_mcp.errors import (
+    CapacityExceeded,
+    InvalidInput,
+    NotFound,
+    PlaceTaken,
+    StorageError,
+    StoreMismatch,
+    model_mismatch,
+)
 from emx_mcp.storage import lexical
 from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 
@@ -32,7 +40,8 @@ T = TypeVar("T")
 
 # 2: forgotten events keep their ids (tombstones), the store has an identity, idempotency keys.
 # 3: the lexical index (storage/lexical.py).
-SCHEMA_VERSION = 3
+# 4: links from an episode to the episodes it supersedes.
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -78,6 +87,13 @@ CREATE TABLE IF NOT EXISTS counters (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS links (
+    namespace TEXT NOT NULL,
+    old       TEXT NOT NULL,
+    new       TEXT NOT NULL,
+    PRIMARY KEY (old, new)
+);
+CREATE INDEX IF NOT EXISTS links_by_new ON links (new);
 """
 
 _COLUMNS = "seq, id, namespace, session, position, timestamp, text, metadata"
@@ -336,6 +352,62 @@ class EventReader:
                 found.extend(_row_to_event(r) for r in rows)
         return found
 
+    def listing(self, namespace: str, filters: Filters, limit: int) -> tuple[list[Event], int]:
+        """The first `limit` events of `namespace` passing `filters` in time order, and how many pass."""
+        where, params = filters.sql(namespace)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY timestamp, seq LIMIT ?",
+                [*params, limit],
+            ).fetchall()
+            total = len(rows)
+            if total == limit:
+                (total,) = self._conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()
+        return [_row_to_event(r) for r in rows], int(total)
+
+    def nearest_times(
+        self, namespace: str, since: str | None, until: str | None
+    ) -> tuple[str | None, str | None]:
+        """The latest timestamp of `namespace` before `since` and the earliest after `until`."""
+        with self._lock:
+            before = after = None
+            if since is not None:
+                (before,) = self._conn.execute(
+                    "SELECT MAX(timestamp) FROM events WHERE namespace = ? AND timestamp < ?",
+                    (namespace, since),
+                ).fetchone()
+            if until is not None:
+                (after,) = self._conn.execute(
+                    "SELECT MIN(timestamp) FROM events WHERE namespace = ? AND timestamp > ?",
+                    (namespace, until),
+                ).fetchone()
+        return before, after
+
+    def links(self, namespace: str, ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(old, new) of the supersession links of `namespace` that touch any of `ids`, oldest link first."""
+        found: dict[tuple[str, str], None] = {}
+        with self._lock:
+            for chunk in chunks(ids, 400):
+                holes = marks(len(chunk))
+                rows = self._conn.execute(
+                    "SELECT old, new FROM links WHERE namespace = ? "
+                    f"AND (old IN ({holes}) OR new IN ({holes})) ORDER BY rowid",
+                    [namespace, *chunk, *chunk],
+                ).fetchall()
+                found.update(((str(a), str(b)), None) for a, b in rows)
+        return list(found)
+
+    def _missing(self, namespace: str, ids: Sequence[str]) -> list[str]:
+        """Which of `ids` are not events of `namespace` (in the caller's transaction)."""
+        present: set[str] = set()
+        for chunk in chunks(ids):
+            rows = self._conn.execute(
+                f"SELECT id FROM events WHERE namespace = ? AND id IN ({marks(len(chunk))})",
+                [namespace, *chunk],
+            ).fetchall()
+            present.update(r[0] for r in rows)
+        return [i for i in ids if i not in present]
+
     def vectors_of(self, seqs: npt.NDArray[np.int64], dim: int) -> tuple[npt.NDArray[np.int64], Vectors]:
         """(seqs, vectors (n, dim)) of the events among `seqs` that still exist."""
         found_seqs: list[int] = []
@@ -381,6 +453,7 @@ class EventLog(EventReader):
             if version is not None and int(version) < 2:
                 self._conn.execute("ALTER TABLE forgotten ADD COLUMN id TEXT")
             self._conn.execute(lexical.SCHEMA)
+            self._conn.execute(lexical.VOCABULARY)
             if version is not None and int(version) < 3:
                 lexical.rebuild(self._conn)
             self._meta_set("schema_version", str(SCHEMA_VERSION))
@@ -433,12 +506,15 @@ class EventLog(EventReader):
         vectors: Vectors,
         max_events: int | None = None,
         receipt: Receipt | None = None,
+        supersedes: Sequence[str] = (),
     ) -> tuple[list[Event], Receipt | None]:
         """Store `items` at the end of `session` in one transaction; return them once committed.
 
         With `max_events`, refuse (writing nothing) if the store would then hold more events.
         With a `receipt` whose key was seen before in `namespace`, store nothing and return the
-        events of that first call (those not forgotten since) with its receipt.
+        events of that first call (those not forgotten since) with its receipt. Each new event
+        supersedes the events of `supersedes`, which must be events of `namespace` (NotFound and
+        nothing written otherwise).
         """
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} events but {len(vectors)} vectors")
@@ -447,6 +523,9 @@ class EventLog(EventReader):
                 earlier = self._receipt(namespace, receipt.key)
                 if earlier is not None:
                     return self.by_ids(namespace, earlier.ids), earlier
+            missing = self._missing(namespace, supersedes)
+            if missing:
+                raise NotFound(unknown_superseded(missing, namespace))
             self._reserve(len(items), max_events)
             (start,) = self._conn.execute(
                 "SELECT COALESCE(MAX(position) + 1, 0) FROM events WHERE namespace = ? AND session = ?",
@@ -466,6 +545,7 @@ class EventLog(EventReader):
                 for i, item in enumerate(items)
             ]
             stored = self._insert(events, vectors)
+            self._link([(e.id, old) for e in stored for old in supersedes], namespace)
             if receipt is not None:
                 self._conn.execute(
                     "INSERT INTO receipts (namespace, key, digest, ids, detail) VALUES (?, ?, ?, ?, ?)",
@@ -490,22 +570,52 @@ class EventLog(EventReader):
         ).fetchone()
         return None if row is None else Receipt(key, str(row[0]), str(row[2]), tuple(json.loads(row[1])))
 
-    def insert(self, events: Sequence[Event], vectors: Vectors, max_events: int | None = None) -> list[Event]:
+    def insert(
+        self,
+        events: Sequence[Event],
+        vectors: Vectors,
+        max_events: int | None = None,
+        links: Sequence[tuple[str, str]] = (),
+    ) -> list[Event]:
         """Store events with their own ids and positions (an import) in one transaction.
 
         Their `seq` is ignored: the log assigns new ones. A place (namespace, session, position)
-        already held by another event raises PlaceTaken and writes nothing.
+        already held by another event raises PlaceTaken and writes nothing. `links` are
+        (new id, old id) pairs: the new event, one of these, supersedes the old one.
         """
         if len(events) != len(vectors):
             raise ValueError(f"{len(events)} events but {len(vectors)} vectors")
+        namespace_of = {e.id: e.namespace for e in events}
         with self._transaction():
             self._reserve(len(events), max_events)
             try:
-                return self._insert(events, vectors)
+                stored = self._insert(events, vectors)
             except sqlite3.IntegrityError as exc:
                 raise PlaceTaken(
                     f"an event id or (namespace, session, position) is already taken: {exc}"
                 ) from None
+            for namespace in {namespace_of[new] for new, _ in links}:
+                self._link([(new, old) for new, old in links if namespace_of[new] == namespace], namespace)
+            return stored
+
+    def supersede(self, namespace: str, new: str, old: Sequence[str]) -> list[str]:
+        """Link `new` as superseding each of `old` (all events of `namespace`); return the ids linked anew."""
+        with self._transaction():
+            missing = self._missing(namespace, [new, *old])
+            if missing:
+                raise NotFound(unknown_superseded(missing, namespace, "nothing was linked"))
+            before = {o for o, _ in self.links(namespace, [new]) if _ == new}
+            self._link([(new, o) for o in old], namespace)
+        return [o for o in dict.fromkeys(old) if o not in before]
+
+    def _link(self, pairs: Sequence[tuple[str, str]], namespace: str) -> None:
+        """Record (new, old) supersession links in the caller's transaction; never an event to itself."""
+        if any(new == old for new, old in pairs):
+            raise InvalidInput(f"an episode cannot supersede itself ({next(n for n, o in pairs if n == o)}).")
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO links (namespace, old, new) VALUES (?, ?, ?)",
+            [(namespace, old, new) for new, old in pairs],
+        )
 
     def _reserve(self, count: int, max_events: int | None) -> None:
         """Count `count` new events, refusing if that passes `max_events`. Inside a transaction."""
@@ -582,6 +692,8 @@ class EventLog(EventReader):
             )
             self._conn.executemany("DELETE FROM events WHERE seq = ?", [(seq,) for seq, _ in rows])
             lexical.remove(self._conn, places)
+            gone = [(event_id, event_id) for _, event_id in rows]
+            self._conn.executemany("DELETE FROM links WHERE old = ? OR new = ?", gone)
             self._conn.executemany(
                 "INSERT INTO forgotten (seq, namespace, id) VALUES (?, ?, ?)",
                 [(seq, namespace, event_id) for seq, event_id in rows],
@@ -774,6 +886,15 @@ class _Transaction:
             # SQLite may have rolled back already (after a full disk or an I/O error).
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+
+
+def unknown_superseded(missing: Sequence[str], namespace: str, done: str = "nothing was stored") -> str:
+    """The refusal of a supersession naming episodes `namespace` does not hold."""
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (
+        f"no episode with id {shown} in namespace {namespace!r}; {done}. Give ids that remember or recall "
+        "returned in this namespace."
+    )
 
 
 def storage_error(path: Path, exc: BaseException) -> StorageError:

@@ -39,10 +39,18 @@ import structlog
 
 from emx_mcp.config import Settings
 from emx_mcp.embedding import Vectors
-from emx_mcp.errors import CapacityExceeded, NotFound, PlaceTaken, StorageError, StoreMismatch, model_mismatch
+from emx_mcp.errors import (
+    CapacityExceeded,
+    InvalidInput,
+    NotFound,
+    PlaceTaken,
+    StorageError,
+    StoreMismatch,
+    model_mismatch,
+)
 from emx_mcp.storage import lexical
 from emx_mcp.storage.embedded import EXACT_FILTER_LIMIT
-from emx_mcp.storage.events import chunks, new_id
+from emx_mcp.storage.events import chunks, new_id, unknown_superseded
 from emx_mcp.storage.index import Ids, IndexState, IndexStats
 from emx_mcp.storage.records import Event, Filters, NewEvent, Receipt
 from emx_mcp.storage.store import ForgetNote, Match, SessionInfo, StoreStats, exact_top
@@ -533,6 +541,7 @@ class MilvusStore:
         items: Sequence[NewEvent],
         vectors: Vectors,
         receipt: Receipt | None = None,
+        supersedes: Sequence[str] = (),
     ) -> tuple[list[Event], Receipt | None]:
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} events but {len(vectors)} vectors")
@@ -540,6 +549,7 @@ class MilvusStore:
             earlier = self.receipt(namespace, receipt.key)
             if earlier is not None:
                 return self.events(namespace, earlier.ids), earlier
+        self._check_present(namespace, supersedes, "nothing was stored")
         self._reserve(len(items))
         ids = [new_id() for _ in items]
         for attempt in range(ATTEMPTS):
@@ -563,6 +573,8 @@ class MilvusStore:
                 limit=MAX_LIMIT,
             )
             if {int(r["seq"]) for r in taken} <= set(seqs):
+                # After the events: a crash in between leaves them unlinked, never a link to nothing.
+                self._link(namespace, [(e.id, o) for e in events for o in supersedes])
                 self._note_namespace(namespace, session, seqs[-1])
                 self._maybe_calibrate()
                 return events, None
@@ -588,8 +600,13 @@ class MilvusStore:
             f"latest:{namespace}", "latest", namespace, json.dumps({"session": session, "seq": seq})
         )
 
-    def insert(self, events: Sequence[Event], vectors: Vectors) -> list[Event]:
-        """Store events that keep their ids and places (an import); the store gives them new seqs."""
+    def insert(
+        self, events: Sequence[Event], vectors: Vectors, links: Sequence[tuple[str, str]] = ()
+    ) -> list[Event]:
+        """Store events that keep their ids and places (an import); the store gives them new seqs.
+
+        `links` are (new id, old id) pairs: the new event, one of these, supersedes the old one.
+        """
         if len(events) != len(vectors):
             raise ValueError(f"{len(events)} events but {len(vectors)} vectors")
         found, taken = self.holders(
@@ -614,8 +631,90 @@ class MilvusStore:
             latest[event.namespace] = event
         for event in latest.values():
             self._note_namespace(event.namespace, event.session, event.seq)
+        namespace_of = {e.id: e.namespace for e in events}
+        for namespace in {namespace_of[new] for new, _ in links}:
+            self._link(namespace, [(new, old) for new, old in links if namespace_of[new] == namespace])
         self._maybe_calibrate()
         return stored
+
+    # -- supersession links: meta rows, one per (old, new) ----------------------------------------
+
+    def _check_present(self, namespace: str, ids: Sequence[str], done: str) -> None:
+        if not ids:
+            return
+        present = {e.id for e in self.events(namespace, ids)}
+        missing = [i for i in ids if i not in present]
+        if missing:
+            raise NotFound(unknown_superseded(missing, namespace, done))
+
+    def _link(self, namespace: str, pairs: Sequence[tuple[str, str]]) -> None:
+        if any(new == old for new, old in pairs):
+            raise InvalidInput(f"an episode cannot supersede itself ({next(n for n, o in pairs if n == o)}).")
+        at = time.time_ns()
+        self._meta_put_many(
+            [
+                (
+                    "link:" + _hash(namespace, old, new),
+                    "link",
+                    namespace,
+                    json.dumps({"old": old, "new": new, "at": at + i}),
+                )
+                for i, (new, old) in enumerate(pairs)
+            ]
+        )
+
+    def _all_links(self, namespace: str) -> list[tuple[str, str, str]]:
+        """(key, old, new) of every link of `namespace`, oldest first (paged: no query limit applies)."""
+        iterator = self._client.query_iterator(
+            self.meta_name,
+            batch_size=2_000,
+            filter=f'kind == "link" and namespace == {_lit(namespace)}',
+            output_fields=["key", "value"],
+            consistency_level="Strong",
+        )
+        rows: list[dict[str, Any]] = []
+        try:
+            while batch := iterator.next():
+                rows.extend(batch)
+        finally:
+            iterator.close()
+        values = sorted(((json.loads(r["value"]), r["key"]) for r in rows), key=lambda v: v[0]["at"])
+        return [(key, v["old"], v["new"]) for v, key in values]
+
+    def links(self, namespace: str, ids: Sequence[str]) -> list[tuple[str, str]]:
+        wanted = set(ids)
+        return [(old, new) for _, old, new in self._all_links(namespace) if old in wanted or new in wanted]
+
+    def listing(self, namespace: str, filters: Filters, limit: int) -> tuple[list[Event], int]:
+        rows = [
+            r for r in self._query_all(_Expr.of(namespace, filters), _EVENT_FIELDS) if _row_passes(r, filters)
+        ]
+        rows.sort(key=lambda r: (r["timestamp"], int(r["seq"])))
+        return self._events_of(rows[:limit]), len(rows)
+
+    def nearest_times(
+        self, namespace: str, since: str | None, until: str | None
+    ) -> tuple[str | None, str | None]:
+        before = after = None
+        if since is not None:
+            rows = self._query_all(_Expr.of(namespace).add("ts < {t}", t=_micros(since)), ["timestamp"])
+            before = max((r["timestamp"] for r in rows), default=None)
+        if until is not None:
+            rows = self._query_all(_Expr.of(namespace).add("ts > {t}", t=_micros(until)), ["timestamp"])
+            after = min((r["timestamp"] for r in rows), default=None)
+        return before, after
+
+    def supersede(self, namespace: str, new: str, old: Sequence[str]) -> list[str]:
+        self._check_present(namespace, [new, *old], "nothing was linked")
+        before = {o for o, n in self.links(namespace, [new]) if n == new}
+        fresh = [o for o in dict.fromkeys(old) if o not in before]
+        self._link(namespace, [(new, o) for o in fresh])
+        return fresh
+
+    def _unlink(self, namespace: str, ids: set[str]) -> None:
+        keys = [key for key, old, new in self._all_links(namespace) if old in ids or new in ids]
+        for chunk in chunks(keys, 1000):
+            self._client.delete(self.meta_name, ids=list(chunk))
 
     def _contexts_for(self, events: Sequence[Event]) -> list[str]:
         """The text of the event before each one in its session, among the store's and these."""
@@ -665,6 +764,7 @@ class MilvusStore:
         for part in chunks([int(r["seq"]) for r in rows], 1000):
             self._client.delete(self.events_name, ids=list(part))
         self._repair_contexts(namespace, {(r["session"], int(r["position"])) for r in rows})
+        self._unlink(namespace, {r["id"] for r in rows})
         return [r["id"] for r in rows]
 
     def _repair_contexts(self, namespace: str, gone: set[tuple[str, int]]) -> None:
@@ -786,8 +886,41 @@ class MilvusStore:
                 if not _row_passes(h["entity"], filters):
                     continue
                 scores[int(h["id"])] = scores.get(int(h["id"]), 0.0) + weight * float(h["distance"])
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        return ranked[:limit]
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        covered = dict(self._coverage(namespace, words, [seq for seq, _ in ranked]))
+        ranked = [(seq, score) for seq, score in ranked if seq in covered]
+        if not ranked:
+            return []
+        relative = [score / ranked[0][1] if ranked[0][1] > 0 else 0.0 for _, score in ranked]
+        blended = lexical.blend([covered[seq] for seq, _ in ranked], relative)
+        return [(seq, value) for (seq, _), value in zip(ranked, blended, strict=True)]
+
+    def _coverage(self, namespace: str, words: list[str], seqs: list[int]) -> list[tuple[int, float]]:
+        """(seq, coverage) of BM25 hits, in their order: the share of the query's IDF mass each holds.
+
+        Milvus does not expose its term statistics, so IDF here is that of the hits themselves: a
+        term most of them hold weighs little. As in the embedded store, a hit scores the coverage of its
+        own text, or CONTEXT_SHARE of its context's, whichever is more.
+        """
+        if not seqs:
+            return []
+        stems = [term for _, term in lexical.stemmed(words)]
+        rows = {
+            int(r["seq"]): r
+            for r in self._query(
+                _Expr.of(namespace).add("seq in {s}", s=seqs), ["seq", "text", "context"], len(seqs)
+            )
+        }
+        kept = [seq for seq in seqs if seq in rows]
+        held = lexical.tokens([(rows[seq]["text"], rows[seq]["context"]) for seq in kept], stems)
+        weight = {t: lexical.idf(2 * len(kept) + 1, sum(t in a or t in b for a, b in held)) for t in stems}
+        total = sum(weight.values()) or 1.0
+        out = []
+        for seq, (text, context) in zip(kept, held, strict=True):
+            own = sum(weight[t] for t in stems if t in text) / total
+            around = sum(weight[t] for t in stems if t in context) / total
+            out.append((seq, min(1.0, max(own, lexical.CONTEXT_SHARE * around))))
+        return out
 
     def _bm25(self, field: str, query: str, limit: int, expr: _Expr, filters: Filters) -> list[Any]:
         """BM25 hits of one sparse field, or none when Milvus cannot score them just now.
