@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from emx_mcp.dialogue import Constraints, merge_small
 from emx_mcp.embedding import Vectors, normalize
 
 Refinement = Literal["modularity", "conductance", "none"]
@@ -117,9 +118,22 @@ def _block(prefix: Floats, r0: Any, r1: Any, c0: Any, c1: Any) -> Any:
     return prefix[r1, c1] - prefix[r0, c1] - prefix[r1, c0] + prefix[r0, c0]
 
 
-def best_split(prefix: Floats, start: int, stop: int, lo: int, hi: int, metric: Refinement) -> int:
-    """The split b in [lo, hi] of sentences [start, stop) that best separates the two sides."""
+def best_split(
+    prefix: Floats,
+    start: int,
+    stop: int,
+    lo: int,
+    hi: int,
+    metric: Refinement,
+    allowed: npt.NDArray[np.bool_] | None = None,
+) -> int:
+    """The split b in [lo, hi] of sentences [start, stop) that best separates the two sides.
+
+    With `allowed` (indexed like b), only positions it marks are considered (it must mark one).
+    """
     b = np.arange(lo, hi + 1)
+    if allowed is not None:
+        b = b[allowed]
     total = _block(prefix, start, stop, start, stop)
     if total <= 0 or len(b) == 1:
         return int(b[0])
@@ -145,23 +159,31 @@ def similarity_prefix(vectors: Vectors) -> Floats:
 
 
 def refine(
-    vectors: Vectors, bounds: list[int], min_size: int, max_size: int, metric: Refinement
+    vectors: Vectors,
+    bounds: list[int],
+    min_size: int,
+    max_size: int,
+    metric: Refinement,
+    rules: Constraints | None = None,
 ) -> list[int]:
     """Move each boundary within its neighbours' span to the best-separating position (Algorithm 1).
 
     A boundary moves only where both episodes it separates keep between min_size and max_size
-    sentences. Each move looks only at the two episodes around it, so memory stays linear in
-    the text.
+    sentences, and, in a dialogue, only to a place `rules` allow; forced ones stay. Each move
+    looks only at the two episodes around it, so memory stays linear in the text.
     """
     if metric == "none" or not bounds:
         return bounds
     edges = [0, *bounds, len(vectors)]
     for j in range(1, len(edges) - 1):
+        if rules is not None and edges[j] in rules.forced:
+            continue
         start, stop = edges[j - 1], edges[j + 1]
         lo, hi = max(start + min_size, stop - max_size), min(stop - min_size, start + max_size)
-        if lo <= hi:
+        mask = None if rules is None else rules.allowed[lo : hi + 1]
+        if lo <= hi and (mask is None or mask.any()):
             prefix = similarity_prefix(vectors[start:stop])
-            edges[j] = start + best_split(prefix, 0, stop - start, lo - start, hi - start, metric)
+            edges[j] = start + best_split(prefix, 0, stop - start, lo - start, hi - start, metric, mask)
     return edges[1:-1]
 
 
@@ -177,19 +199,23 @@ def split_gain(vectors: Vectors, a: int, b: int, c: int) -> float:
     return float((inner - (k1 * k1 + k2 * k2) / total) / total)
 
 
-def prune(vectors: Vectors, bounds: list[int], ratio: float, max_size: int) -> list[int]:
+def prune(
+    vectors: Vectors, bounds: list[int], ratio: float, max_size: int, keep: frozenset[int] = frozenset()
+) -> list[int]:
     """Drop, weakest first, boundaries whose split gain is not positive or below ratio * median gain.
 
     The median makes the bar relative to the text: topics in one text may be far apart or close,
     and a spurious boundary is weak compared with the real ones of the same text. A boundary is
-    dropped only where the merged episode stays within `max_size`, so every gain is measured on
-    a window of at most twice that: memory stays linear in the text.
+    dropped only where the merged episode stays within `max_size` (and never one in `keep`), so
+    every gain is measured on a window of at most twice that: memory stays linear in the text.
     """
     edges = [0, *bounds, len(vectors)]
     gains = [split_gain(vectors, edges[j - 1], edges[j], edges[j + 1]) for j in range(1, len(edges) - 1)]
     while gains:
         bar = ratio * float(np.median(gains)) if len(gains) >= 2 else 0.0
-        mergeable = [j for j in range(len(gains)) if edges[j + 2] - edges[j] <= max_size]
+        mergeable = [
+            j for j in range(len(gains)) if edges[j + 2] - edges[j] <= max_size and edges[j + 1] not in keep
+        ]
         if not mergeable:
             break
         weakest = min(mergeable, key=lambda j: gains[j])
@@ -202,30 +228,57 @@ def prune(vectors: Vectors, bounds: list[int], ratio: float, max_size: int) -> l
     return edges[1:-1]
 
 
-def segment(vectors: Vectors, config: SegmentationConfig) -> list[Segment]:
+def segment(vectors: Vectors, config: SegmentationConfig, rules: Constraints | None = None) -> list[Segment]:
     """Episodes of a text whose sentences have the unit vectors (n, d), in order.
 
-    Time and memory grow linearly with the number of sentences.
+    `rules` (dialogue.py) say, for speaker-labelled text, where an episode may end and where one
+    must begin. Time and memory grow linearly with the number of sentences.
     """
     n = len(vectors)
     if n == 0:
         return []
     scores = surprise(vectors, config.context)
-    bounds = _enforce_sizes(surprise_boundaries(scores, config.gamma, config.window), scores, config)
+    candidates = surprise_boundaries(scores, config.gamma, config.window)
+    allowed = None
+    if rules is not None:
+        allowed = rules.allowed
+        candidates = _snap(candidates, allowed)
+    bounds = _enforce_sizes(candidates, scores, config, allowed)
+    if rules is not None:
+        bounds = sorted(set(bounds) | rules.forced)
     if config.refinement != "none" and bounds:
-        bounds = refine(vectors, bounds, config.min_sentences, config.max_sentences, config.refinement)
-        bounds = prune(vectors, bounds, config.prune, config.max_sentences)
+        bounds = refine(vectors, bounds, config.min_sentences, config.max_sentences, config.refinement, rules)
+        keep = rules.forced if rules is not None else frozenset()
+        bounds = prune(vectors, bounds, config.prune, config.max_sentences, keep)
+    if rules is not None:
+        bounds = merge_small(bounds, n, rules)
     edges = [0, *bounds, n]
     return [Segment(a, b, float(scores[a]) if a else 0.0) for a, b in pairwise(edges)]
 
 
+def _snap(candidates: npt.NDArray[np.int64], allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """Each candidate moved to the nearest place an episode may end (the earlier on a tie)."""
+    places = np.flatnonzero(allowed[1:-1]) + 1
+    if len(places) == 0 or len(candidates) == 0:
+        return np.zeros(0, dtype=np.int64)
+    right = np.clip(np.searchsorted(places, candidates), 0, len(places) - 1)
+    left = np.clip(right - 1, 0, len(places) - 1)
+    pick = np.where(np.abs(places[left] - candidates) <= np.abs(places[right] - candidates), left, right)
+    return np.unique(places[pick]).astype(np.int64)
+
+
 def _enforce_sizes(
-    candidates: npt.NDArray[np.int64], scores: Floats, config: SegmentationConfig
+    candidates: npt.NDArray[np.int64],
+    scores: Floats,
+    config: SegmentationConfig,
+    allowed: npt.NDArray[np.bool_] | None = None,
 ) -> list[int]:
     """Keep the most surprising candidates that leave every episode within the size limits."""
     n, gap = len(scores), config.min_sentences
     blocked = np.zeros(n + 1, dtype=bool)  # positions too close to a chosen boundary or an end
     blocked[:gap] = blocked[n - gap + 1 :] = True
+    if allowed is not None:
+        blocked |= ~allowed
     chosen: list[int] = []
     for b in sorted(candidates.tolist(), key=lambda i: -scores[i]):
         if not blocked[b]:
@@ -234,12 +287,14 @@ def _enforce_sizes(
     edges = [0, *sorted(chosen), n]
     result: list[int] = []
     for a, z in pairwise(edges):
-        result.extend(_split_long(a, z, scores, config))
+        result.extend(_split_long(a, z, scores, config, allowed))
         result.append(z)
     return result[:-1]
 
 
-def _split_long(a: int, z: int, scores: Floats, config: SegmentationConfig) -> list[int]:
+def _split_long(
+    a: int, z: int, scores: Floats, config: SegmentationConfig, allowed: npt.NDArray[np.bool_] | None = None
+) -> list[int]:
     """Cuts that split [a, z) into the fewest episodes of at most max_sentences.
 
     Each cut falls at the most surprising sentence within half an episode of where an even split
@@ -260,7 +315,7 @@ def _split_long(a: int, z: int, scores: Floats, config: SegmentationConfig) -> l
         if lo > hi:
             cut = min(max(ideal, previous + low), previous + high)
         else:
-            candidates = range(lo, hi + 1)
+            candidates = [c for c in range(lo, hi + 1) if allowed is None or allowed[c]] or range(lo, hi + 1)
             cut = max(candidates, key=lambda c: (round(float(scores[c]), 4), -abs(c - ideal)))
         cuts.append(cut)
         previous = cut
