@@ -36,7 +36,9 @@ from emx_mcp.errors import EmxError
 from emx_mcp.schemas import (
     EPISODES_PAGE,
     MAX_FORGET_IDS,
+    BrowsedEpisode,
     ForgetRequest,
+    RecalledEvent,
     RecallRequest,
     check_namespace,
     parse,
@@ -253,7 +255,7 @@ class Browser:
                 f"<div class=ep id='e-{esc(e.id)}'><label><input type=checkbox name=ids value='{esc(e.id)}' "
                 f"form=forget> <b>#{e.position}</b></label> "
                 f"<span class=meta>{esc(e.timestamp[:19])} · {esc(e.id)}"
-                f"{' · ' + esc(json.dumps(e.metadata)) if e.metadata else ''}</span>"
+                f"{' · ' + esc(json.dumps(e.metadata)) if e.metadata else ''}{_links(e)}</span>"
                 f"<div>{esc(e.text)}</div></div>"
             )
         nav = ""
@@ -280,9 +282,11 @@ class Browser:
                 if not form[name].isdigit():
                     raise ValueError(f"{name} must be a whole number.")
                 arguments[name] = int(form[name])
-        for name in ("session", "since", "until", "mode"):
+        for name in ("session", "since", "until", "mode", "now"):
             if form.get(name):
                 arguments[name] = form[name]
+        if form.get("include_superseded"):
+            arguments["include_superseded"] = True
         if form.get("min_score"):
             arguments["min_score"] = float(form["min_score"])
         if form.get("metadata"):
@@ -295,15 +299,17 @@ class Browser:
         rows = "".join(
             f"<div class=ep><b>{r.score:.3f}</b> <span class=meta>{esc(r.via)} · "
             f"<a href='{session_link(ns, r.session)}#e-{esc(r.id)}'>{esc(r.session)} #{r.position}</a> · "
-            f"{esc(r.timestamp)}</span><div>{esc(r.text)}</div></div>"
+            f"{esc(r.timestamp)} · {esc(r.id)}{_links(r)}</span><div>{esc(r.text)}</div></div>"
             for r in found.results
         )
+        said = [rendering.window_line(found), found.note]
         body = (
             f"<h1>Search {esc(ns)}</h1>"
             + search_form(ns, form)
             + f"<p class=meta>{len(found.results)} results"
             + (f", {found.omitted} left out by max_chars" if found.omitted else "")
             + "</p>"
+            + "".join(f"<p class=meta>{esc(line)}</p>" for line in said if line)
             + (rows or "<p>No memory matched.</p>")
         )
         return HTMLResponse(layout("Search", body, ns))
@@ -432,6 +438,7 @@ def search_form(namespace: str, values: dict[str, str]) -> str:
         return f"<label>{label} <input name={name} size={size} value='{esc(values.get(name, ''))}'></label> "
 
     mode = values.get("mode", "hybrid")
+    checked = " checked" if values.get("include_superseded") else ""
     modes = "".join(
         f"<option{' selected' if m == mode else ''}>{m}</option>" for m in ("hybrid", "semantic", "lexical")
     )
@@ -447,8 +454,19 @@ def search_form(namespace: str, values: dict[str, str]) -> str:
         + field("metadata", "metadata (JSON)", 16)
         + field("contiguity", "contiguity", 2)
         + field("min_score", "min score", 4)
+        + f"<label><input type=checkbox name=include_superseded value=1{checked}> include superseded</label>"
         + "</p></form>"
     )
+
+
+def _links(item: BrowsedEpisode | RecalledEvent) -> str:
+    """The supersession marks of an episode, for its meta line."""
+    out = ""
+    if item.superseded_by:
+        out += f" · <b>superseded by {esc(item.superseded_by)}</b>"
+    if item.supersedes:
+        out += " · updates " + esc(", ".join(item.supersedes[:5]))
+    return out
 
 
 def _short(text: str, limit: int) -> str:

@@ -14,20 +14,26 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+from dateutil import tz
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
+from emx_mcp import periods
 from emx_mcp.errors import InvalidInput
 
 MAX_K = 100
+DEFAULT_K = 5
+MAX_SUPERSEDES = 100
+MAX_TIME_EXPRESSION_CHARS = 120
 MAX_CONTIGUITY = 5
 MAX_BATCH_QUERIES = 256
 # No tool answer (its text block and structured content together) is larger than this.
@@ -143,13 +149,12 @@ def now() -> str:
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def parse_timestamp(value: str, info: ValidationInfo) -> str:
-    """Parse ISO 8601 and return it in UTC as 'YYYY-MM-DDTHH:MM:SS.ffffffZ'. No zone means UTC.
+def iso_moment(value: str, what: str) -> datetime:
+    """ISO 8601 as an aware datetime (no zone means UTC); ValueError with a readable sentence if not.
 
     A bare date given as `until` means the end of that day, so that "until 2026-11-21" includes
     the whole day; anywhere else it means the day's start.
     """
-    what = info.field_name or "timestamp"
     text = value.strip()
     try:
         parsed = datetime.fromisoformat(text)
@@ -159,12 +164,70 @@ def parse_timestamp(value: str, info: ValidationInfo) -> str:
         parsed = parsed.replace(hour=23, minute=59, second=59, microsecond=999_999)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def utc_text(moment: datetime, what: str, value: str) -> str:
     try:
-        return format_timestamp(parsed)
+        return format_timestamp(moment)
     except OverflowError:
         raise ValueError(
             f"{what} {value[:80]!r} is out of range: in UTC it must fall between 0001-01-01 and 9999-12-31."
         ) from None
+
+
+def parse_timestamp(value: str, info: ValidationInfo) -> str:
+    """Parse ISO 8601 and return it in UTC as 'YYYY-MM-DDTHH:MM:SS.ffffffZ'. No zone means UTC."""
+    what = info.field_name or "timestamp"
+    return utc_text(iso_moment(value, what), what, value)
+
+
+def check_now(value: str, info: ValidationInfo) -> str:
+    """`now` of a recall: ISO 8601, its zone kept (it says where days begin for 'yesterday')."""
+    what = info.field_name or "now"
+    if len(value) > 64:
+        raise ValueError(
+            f"{what} has {len(value)} characters; send an ISO 8601 time such as '2026-11-24T10:00:00+01:00'."
+        )
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{what} {value[:80]!r} is not ISO 8601; use e.g. '2026-11-24T10:00:00+01:00' "
+            "(no zone means UTC)."
+        ) from None
+    utc_text(moment if moment.tzinfo else moment.replace(tzinfo=UTC), what, value)
+    return value.strip()
+
+
+def check_time_expression(value: str, info: ValidationInfo) -> str:
+    """since / until as given: ISO 8601 or words such as 'last week'; resolved against `now` later."""
+    what = info.field_name or "time"
+    if blank(value):
+        raise ValueError(f"{what} is empty; omit it, or give a time such as '2026-11-21' or 'last week'.")
+    if len(value) > MAX_TIME_EXPRESSION_CHARS:
+        raise ValueError(f"{what} has {len(value)} characters; the limit is {MAX_TIME_EXPRESSION_CHARS}.")
+    if any(ord(ch) < 32 for ch in value):
+        raise ValueError(f"{what} contains control characters; send plain text.")
+    _check_utf8(value, what)
+    return value
+
+
+def resolve_edge(value: str, what: str, now: datetime) -> tuple[str, str | None]:
+    """since / until as a UTC timestamp, and the expression that named it (None for ISO 8601)."""
+    try:
+        return utc_text(iso_moment(value, what), what, value), None
+    except ValueError as iso_error:
+        if _DATE_ONLY.match(value.strip()) or (value.strip()[:4].isdigit() and "T" in value):
+            raise iso_error from None
+    window = periods.resolve(value, now)
+    edge = None if window is None else (window.start if what == "since" else window.end)
+    if edge is None:
+        raise ValueError(
+            f"{what} {value[:80]!r} is not a time I can read; use ISO 8601 such as '2026-11-21T13:45:00Z' "
+            f"or words such as {periods.EXAMPLES}."
+        )
+    return utc_text(edge, what, value), window.text if window else None
 
 
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +279,12 @@ EventId = Annotated[
     str, AfterValidator(check_event_id), Field(json_schema_extra={"minLength": 1, "maxLength": MAX_ID_CHARS})
 ]
 Timestamp = Annotated[str, AfterValidator(parse_timestamp)]
+TimeExpression = Annotated[
+    str,
+    AfterValidator(check_time_expression),
+    Field(json_schema_extra={"minLength": 1, "maxLength": MAX_TIME_EXPRESSION_CHARS}),
+]
+Now = Annotated[str, AfterValidator(check_now), Field(json_schema_extra={"minLength": 1, "maxLength": 64})]
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
 MetadataFilter = Annotated[dict[str, Any], AfterValidator(check_metadata_filter)]
 K = Annotated[int, Field(ge=1, le=MAX_K)]
@@ -245,19 +314,47 @@ class RememberRequest(Request):
         description="Any unique string (1-128 printable characters) for this call: a retry with the same "
         "key and arguments stores nothing new and returns the first call's episodes.",
     )
+    supersedes: Annotated[list[EventId], Field(max_length=MAX_SUPERSEDES)] | None = Field(
+        default=None,
+        description="Ids of episodes this text replaces (a fact that changed: a new address, a new limit). "
+        "They stay stored but recall leaves them out unless include_superseded is true. Same namespace.",
+    )
 
 
 class RecallOptions(Request):
     """What to recall and how much: shared by `recall` and `recall_batch`."""
 
-    k: K = Field(default=5, description="How many matching episodes, best first (1-100).")
+    k: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_K,
+        description=f"How many matching episodes, best first (1-100; default {DEFAULT_K}, or when listing a "
+        "period with an empty query, as many as fit max_chars).",
+    )
     session: SessionId | None = Field(default=None, description="Only this session.")
     namespace: Namespace = "default"
     contiguity: Contiguity = Field(
         default=1, description="Neighbours on each side of every match, 0-5 (0: none)."
     )
-    since: Timestamp | None = Field(default=None, description="Only events at or after this ISO 8601 time.")
-    until: Timestamp | None = Field(default=None, description="Only events at or before this ISO 8601 time.")
+    since: TimeExpression | None = Field(
+        default=None,
+        description="Only events at or after this time: ISO 8601, or words such as 'yesterday', "
+        "'last week', 'last Tuesday', '3 days ago', 'this morning', 'in March' (the period's start).",
+    )
+    until: TimeExpression | None = Field(
+        default=None,
+        description="Only events at or before this time: ISO 8601 or words as for since (the period's end).",
+    )
+    now: Now | None = Field(
+        default=None,
+        description="The present for relative times, ISO 8601 with its zone (where days begin), e.g. "
+        "'2026-11-24T10:00:00+01:00'; default the server's clock.",
+    )
+    include_superseded: bool = Field(
+        default=False,
+        description="Also return episodes a later one superseded (marked superseded_by); left out by "
+        "default.",
+    )
     metadata: MetadataFilter | None = Field(
         default=None, description='Exact match on top-level metadata keys (1 is not "1").'
     )
@@ -280,6 +377,50 @@ class RecallOptions(Request):
         description="Leave out episodes scoring below this (0-1); raise it for fewer, surer results.",
     )
 
+    _now: datetime = PrivateAttr(default_factory=lambda: datetime.now(UTC))
+    _since: str | None = PrivateAttr(default=None)
+    _until: str | None = PrivateAttr(default=None)
+    _expressions: tuple[str | None, str | None] = PrivateAttr(default=(None, None))
+
+    @model_validator(mode="after")
+    def _resolve_times(self) -> RecallOptions:
+        if self.now is not None:
+            moment = datetime.fromisoformat(self.now)
+            self._now = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        else:
+            self._now = datetime.now(tz.tzlocal())  # the local zone with its daylight-saving rules
+        since = until = said_since = said_until = None
+        if self.since is not None:
+            since, said_since = resolve_edge(self.since, "since", self._now)
+        if self.until is not None:
+            until, said_until = resolve_edge(self.until, "until", self._now)
+        if since is not None and until is not None and since > until:
+            raise ValueError(
+                f"since ({since}) is after until ({until}): no time lies between them. Swap them, or "
+                "drop one."
+            )
+        self._since, self._until, self._expressions = since, until, (said_since, said_until)
+        return self
+
+    @property
+    def moment(self) -> datetime:
+        """The present of this request (aware): `now`, or the server's clock when it was checked."""
+        return self._now
+
+    @property
+    def window(self) -> tuple[str | None, str | None]:
+        """since and until as UTC timestamps, expressions resolved against `now`."""
+        return self._since, self._until
+
+    @property
+    def expressions(self) -> tuple[str | None, str | None]:
+        """The words since and until were given in (None where ISO 8601)."""
+        return self._expressions
+
+    @property
+    def top(self) -> int:
+        return self.k if self.k is not None else DEFAULT_K
+
     def budget(self, queries: int) -> int:
         """Characters of memory text each of `queries` queries may return."""
         if self.max_chars is not None:
@@ -287,8 +428,32 @@ class RecallOptions(Request):
         return max(100, min(DEFAULT_MAX_CHARS, MAX_BATCH_CHARS // queries))
 
 
+def check_query(value: str, info: ValidationInfo) -> str:
+    """A question, or nothing (a listing of a window or session): checked as text when given."""
+    if blank(value):
+        return ""
+    return check_text(value, info)
+
+
 class RecallRequest(RecallOptions):
-    query: Text = Field(description="A question or topic.")
+    query: Annotated[
+        str,
+        AfterValidator(check_query),
+        Field(json_schema_extra={"maxLength": DEFAULT_MAX_TEXT_CHARS, _TEXT_LIMIT_MARK: True}),
+    ] = Field(
+        default="",
+        description="A question or topic. May be empty when since, until or session is given: then recall "
+        "lists what happened there, in time order.",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_find(self) -> RecallRequest:
+        if not self.query and self.since is None and self.until is None and self.session is None:
+            raise ValueError(
+                "query is empty; send a question or topic, or give since, until or session to list what "
+                "happened then."
+            )
+        return self
 
 
 # recall_batch refuses calls that could return more items than this (queries x k x neighbours).
@@ -304,10 +469,10 @@ class RecallBatchRequest(RecallOptions):
 
     @model_validator(mode="after")
     def _bounded_answer(self) -> RecallBatchRequest:
-        most = len(self.queries) * self.k * (1 + 2 * self.contiguity)
+        most = len(self.queries) * self.top * (1 + 2 * self.contiguity)
         if most > MAX_BATCH_ITEMS:
             raise ValueError(
-                f"recall_batch could return {most:,} items ({len(self.queries)} queries x k {self.k} x "
+                f"recall_batch could return {most:,} items ({len(self.queries)} queries x k {self.top} x "
                 f"{1 + 2 * self.contiguity} with neighbours); the limit is {MAX_BATCH_ITEMS:,}. Lower k or "
                 "contiguity, or split the queries over several calls."
             )
@@ -336,6 +501,20 @@ class ForgetRequest(Request):
             raise ValueError("forget deletes memories for good; call it again with confirm=true.")
         if (self.ids is None) == (self.session is None):
             raise ValueError("pass either ids (a list of event ids) or session, not both and not neither.")
+        return self
+
+
+class SupersedeRequest(Request):
+    ids: Annotated[list[EventId], Field(min_length=1, max_length=MAX_SUPERSEDES)] = Field(
+        description="The episodes that are out of date."
+    )
+    by: EventId = Field(description="The episode that replaces them (stored already, same namespace).")
+    namespace: Namespace = "default"
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> SupersedeRequest:
+        if self.by in self.ids:
+            raise ValueError(f"an episode cannot supersede itself: {self.by} is in ids and is by.")
         return self
 
 
@@ -431,7 +610,8 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
         return f"{where} is required."
     if kind == "extra_forbidden" and len(loc) == 1:
         fields = model.model_fields
-        valid = sorted(fields, key=lambda name: not fields[name].is_required())  # required ones first
+        # Required ones first, then what is searched or stored, then the options.
+        valid = sorted(fields, key=lambda name: (not fields[name].is_required(), name not in _SUBJECTS))
         return unknown_argument(str(loc[0]), valid)
     if kind in _EXPECTED:
         if loc and loc[-1] == "[key]":
@@ -455,6 +635,9 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
             return f"{where} must hold at least {low} item(s); got {size}."
         return f"{where} may hold at most {high} items; got {size}."
     return f"{where}: {error['msg']}."
+
+
+_SUBJECTS = ("query", "queries", "text")
 
 
 def closest(name: str, valid: list[str]) -> str | None:
@@ -521,6 +704,17 @@ class StoredEpisode(BaseModel):
     )
 
 
+RELATED_SHOWN = 3
+RELATED_PREVIEW_CHARS = 100
+
+
+class RelatedEpisode(BaseModel):
+    id: str
+    timestamp: str = Field(description="When it happened, ISO 8601 UTC, to the second.")
+    preview: str = Field(description=f"Its first {RELATED_PREVIEW_CHARS} characters.")
+    similarity: float = Field(description="Cosine similarity to the new text's closest episode.")
+
+
 class RememberResult(BaseModel):
     session: str = Field(description="Session id; pass it to later `remember` calls of the same task.")
     timestamp: str = Field(description="When it happened, ISO 8601 UTC, to the second.")
@@ -531,6 +725,14 @@ class RememberResult(BaseModel):
     )
     episodes: list[StoredEpisode] = Field(
         description=f"The first {REMEMBER_DETAILS} episodes described one by one (the text is not echoed)."
+    )
+    supersedes: list[str] = Field(
+        default_factory=list, description="The episodes this call superseded (recall now leaves them out)."
+    )
+    related: list[RelatedEpisode] = Field(
+        default_factory=list,
+        description=f"Up to {RELATED_SHOWN} earlier episodes on the same subject: if the new text replaces "
+        "one, call `supersede` with its id (or pass it in `supersedes` next time).",
     )
 
 
@@ -555,18 +757,63 @@ class RecalledEvent(BaseModel):
         default=None, description="For 'contiguity' results: the id of the matched episode it neighbours."
     )
     duplicates: int = Field(
-        default=0, description="Near-identical episodes folded into this one (the newest)."
+        default=0,
+        description="Other stored episodes with the same text (or the same but for case, spacing and "
+        "punctuation, or nearly the same with no number or identifier differing), folded into this one.",
     )
     truncated: bool = Field(default=False, description="The text was cut to fit max_chars.")
+    span: list[int] | None = Field(
+        default=None,
+        description="For a passage of a long episode: [start, end) of `text` within the episode's text.",
+    )
+    episode_chars: int | None = Field(
+        default=None, description="For a passage: the length of the whole episode's text."
+    )
+    superseded_by: str | None = Field(
+        default=None,
+        description="The id of a later episode that replaces this one (with include_superseded).",
+    )
+    supersedes: list[str] = Field(
+        default_factory=list, description="Ids of earlier episodes this one replaced."
+    )
+
+
+class ResolvedWindow(BaseModel):
+    since: str | None = Field(description="Start, ISO 8601 UTC (null: open).")
+    until: str | None = Field(description="End, ISO 8601 UTC (null: open).")
+    said: str = Field(description="The words that named it, as read.")
+    source: Literal["arguments", "query"] = Field(
+        description="'arguments': since/until; 'query': a time expression in the question."
+    )
+    use: Literal["filter", "prior"] = Field(
+        description="'filter': only episodes inside; 'prior': episodes inside rank higher."
+    )
 
 
 class RecallResult(BaseModel):
-    results: list[RecalledEvent] = Field(description="Best first, within the reading budget.")
+    results: list[RecalledEvent] = Field(
+        description="Best first (or in time order, for a listing), within the reading budget."
+    )
     omitted: int = Field(description="Matches left out because they did not fit max_chars.")
+    order: Literal["relevance", "time"] = Field(
+        default="relevance", description="'time' when recall listed a period or session (an empty query)."
+    )
+    window: ResolvedWindow | None = Field(default=None, description="The time window recall used, resolved.")
+    note: str | None = Field(
+        default=None,
+        description="Why the answer is empty, or how it was read (a time expression, a question about what "
+        "came before or after an event).",
+    )
 
 
 class RecallBatchResult(BaseModel):
     results: list[RecallResult] = Field(description="One result per query, in the order of the queries.")
+
+
+class SupersedeResult(BaseModel):
+    by: str = Field(description="The episode that replaces the others.")
+    linked: list[str] = Field(description="Ids newly marked as superseded by it.")
+    already: list[str] = Field(description="Ids that were marked so before this call.")
 
 
 class PredictorInfo(BaseModel):
@@ -733,6 +980,8 @@ class BrowsedEpisode(BaseModel):
         description="Boundary surprise of the episode's first sentence after the previous episode's last "
         "ones (0 to 2), recomputed from the text; null for a session's first episode.",
     )
+    superseded_by: str | None = Field(default=None, description="The id of a later episode that replaces it.")
+    supersedes: list[str] = Field(default_factory=list, description="Ids of earlier episodes it replaced.")
 
 
 class EpisodeList(BaseModel):

@@ -23,7 +23,9 @@ from emx_mcp.health import render
 from emx_mcp.prediction import Prediction
 from emx_mcp.schemas import (
     FORGET_LISTED,
+    MAX_SUPERSEDES,
     PREVIEW_CHARS,
+    RELATED_PREVIEW_CHARS,
     REMEMBER_DETAILS,
     REMEMBER_IDS,
     Duplicate,
@@ -38,13 +40,16 @@ from emx_mcp.schemas import (
     RecallBatchResult,
     RecallRequest,
     RecallResult,
+    RelatedEpisode,
     RememberRequest,
     RememberResult,
     StoredEpisode,
+    SupersedeRequest,
+    SupersedeResult,
     parse,
     tool_schema,
 )
-from emx_mcp.service import Episode, MemoryService
+from emx_mcp.service import Episode, MemoryService, Remembered
 from emx_mcp.transport import auth_options, caller
 
 log = structlog.get_logger(__name__)
@@ -59,6 +64,7 @@ grouped into sessions: reuse the session id that `remember` returns to keep one 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
 DELETES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False)
+LINKS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True)
 
 
 class ServiceTool(Tool):
@@ -120,7 +126,7 @@ class ServiceTool(Tool):
 
 
 # The tools that change memory, with the verb a read-only token's refusal names.
-WRITING_TOOLS = {"remember": "remember", "forget": "forget"}
+WRITING_TOOLS = {"remember": "remember", "supersede": "mark memories superseded", "forget": "forget"}
 
 
 def counts(result: Any) -> dict[str, int]:
@@ -135,6 +141,8 @@ def counts(result: Any) -> dict[str, int]:
         return {"returned": len(result.predictions)}
     if isinstance(result, ForgetResult):
         return {"forgotten": result.removed}
+    if isinstance(result, SupersedeResult):
+        return {"linked": len(result.linked)}
     return {}
 
 
@@ -179,7 +187,8 @@ def service_tool(
     )
 
 
-def remembered(episodes: list[Episode]) -> RememberResult:
+def remembered(result: Remembered) -> RememberResult:
+    episodes = result.episodes
     first = episodes[0].event
     return RememberResult(
         session=first.session,
@@ -188,6 +197,16 @@ def remembered(episodes: list[Episode]) -> RememberResult:
         positions=[first.position, episodes[-1].event.position],
         ids=[e.event.id for e in episodes[:REMEMBER_IDS]],
         episodes=[described(e) for e in episodes[:REMEMBER_DETAILS]],
+        supersedes=result.supersedes[:MAX_SUPERSEDES],
+        related=[
+            RelatedEpisode(
+                id=event.id,
+                timestamp=rendering.second(event.timestamp),
+                preview=rendering.preview(event.text, RELATED_PREVIEW_CHARS),
+                similarity=similarity,
+            )
+            for event, similarity in result.related
+        ],
     )
 
 
@@ -198,13 +217,12 @@ def described(episode: Episode) -> StoredEpisode:
         if episode.duplicate_of is None
         else Duplicate(id=episode.duplicate_of[0], similarity=episode.duplicate_of[1])
     )
-    preview = e.text if len(e.text) <= PREVIEW_CHARS else e.text[: PREVIEW_CHARS - 1] + "\u2026"
     return StoredEpisode(
         id=e.id,
         position=e.position,
         sentences=episode.sentences,
         chars=len(e.text),
-        preview=preview,
+        preview=rendering.preview(e.text, PREVIEW_CHARS),
         surprise=None if episode.surprise is None else round(episode.surprise, 4),
         duplicate_of=duplicate,
     )
@@ -247,21 +265,28 @@ class MemoryTools:
         cut into episodes where the topic shifts; short text stays one episode. `session` groups
         the events of one task: omit it to start a new session, then pass the returned session id
         on later calls. `metadata` is an optional JSON object kept with every episode; `timestamp`
-        is ISO 8601 (default: now, UTC). Returns one item per episode with its id, position and
-        boundary surprise; the call returns only once everything is durably on disk.
+        is ISO 8601 (default: now, UTC). When the text replaces earlier memories (a fact that
+        changed), pass their ids in `supersedes`: recall then answers with the new one. Returns one
+        item per episode with its id, position and boundary surprise, and up to 3 earlier episodes
+        on the same subject (`related`): if the new text replaces one, call `supersede`. It returns
+        only once everything is durably on disk.
         """
         return remembered(await off_loop(self.service.remember, request))
 
     async def recall(self, request: RecallRequest) -> RecallResult:
-        """Find the stored memories most similar in meaning to `query`, with what happened around them.
+        """Find the stored memories that answer `query`, with what happened around them.
 
-        Use it before answering questions that earlier work may have settled. Returns the `k`
-        (1-100) most similar episodes, best first (`via: "similarity"`), then the episodes just
-        before and after each of them in its session (`via: "contiguity"`, with `neighbour_of`
-        naming the match; `contiguity` per side, 0-5, default 1; 0 turns it off), never the same
-        episode twice. Optional filters: `session`,
-        `since` / `until` (ISO 8601, inclusive) and `metadata` (exact match on top-level keys).
-        A filter that matches nothing gives an empty list.
+        Use it before answering anything earlier work may have settled. Returns the `k` (1-100,
+        default 5) best episodes by meaning and words (`via: "similarity"`), with the episodes
+        just before and after each in its session (`via: "contiguity"`, `neighbour_of` naming the
+        match; `contiguity` per side, 0-5, default 1). Episodes a later one superseded are left out
+        (`include_superseded: true` shows them, marked `superseded_by`); of two close statements on
+        one subject the newer comes first. Times: `since` / `until` take ISO 8601 or words such as
+        "yesterday", "last week", "last Tuesday", "3 days ago", resolved against `now` (ISO 8601
+        with zone; default the server's clock); a time in the question itself ("what failed last
+        Tuesday?") is used too, and `window` says how it was read. With an empty `query` and a
+        window or `session`, lists what happened there in time order. Also `session` and
+        `metadata` (exact match on top-level keys) filters. An empty answer says why in `note`.
         """
         return rendering.results(await off_loop(self.service.recall, request))
 
@@ -297,6 +322,18 @@ class MemoryTools:
         """
         return await off_loop(self.service.health, request)
 
+    async def supersede(self, request: SupersedeRequest) -> SupersedeResult:
+        """Mark memories as out of date: the episodes `ids` are replaced by the episode `by`.
+
+        Use it when `remember` lists a related earlier episode that the new one replaces (a fact
+        that changed: a new address, a new limit, a reversed decision), or when recall shows an
+        old and a new statement of the same fact. Nothing is deleted: recall leaves superseded
+        episodes out unless `include_superseded` is true, and forgetting `by` brings them back.
+        Returns the ids newly marked and those marked before.
+        """
+        linked, already = await off_loop(self.service.supersede, request)
+        return SupersedeResult(by=request.by, linked=linked, already=already)
+
     async def forget(self, request: ForgetRequest) -> ForgetResult:
         """Delete memories for good: the events with the given `ids`, or every event of `session`.
 
@@ -309,7 +346,7 @@ class MemoryTools:
 
 
 def tools(service: MemoryService) -> list[Tool]:
-    """The six tools, each bound to one use case of `service`."""
+    """The seven tools, each bound to one use case of `service`."""
     t = MemoryTools(service)
     limit = service.settings.max_text_chars
     return [
@@ -334,6 +371,9 @@ def tools(service: MemoryService) -> list[Tool]:
             limit,
         ),
         service_tool("index_health", "Index health", READ_ONLY, HealthRequest, t.index_health, render, limit),
+        service_tool(
+            "supersede", "Supersede", LINKS, SupersedeRequest, t.supersede, rendering.supersede, limit
+        ),
         service_tool("forget", "Forget", DELETES, ForgetRequest, t.forget, rendering.forget, limit),
     ]
 

@@ -7,6 +7,8 @@ details (the event log, the index replica, snapshots) stay behind the store.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import hashlib
 import itertools
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import structlog
 
-from emx_mcp import health, prediction, retrieval, segmentation, sentences
+from emx_mcp import dialogue, health, prediction, questions, retrieval, segmentation, sentences
 from emx_mcp.access import TokenBook, current_grant, file_book, shared_book
 from emx_mcp.coalescing import report_progress
 from emx_mcp.config import Settings
@@ -34,6 +36,7 @@ from emx_mcp.retrieval import Recalled
 from emx_mcp.schemas import (
     EPISODES_PAGE,
     RECENT_EPISODES,
+    RELATED_SHOWN,
     SESSIONS_PAGE,
     BrowsedEpisode,
     EncoderStatus,
@@ -45,10 +48,12 @@ from emx_mcp.schemas import (
     NamespaceList,
     PredictNextRequest,
     RecallBatchRequest,
+    RecallOptions,
     RecallRequest,
     RememberRequest,
     SessionPage,
     SessionSummary,
+    SupersedeRequest,
     now,
 )
 from emx_mcp.storage.records import Event, NewEvent, Receipt
@@ -65,7 +70,16 @@ class Episode:
     event: Event
     surprise: float | None  # surprise of the sentence that opened it; None for the first of a call
     sentences: int
-    duplicate_of: tuple[str, float] | None = None  # (id, cosine) of an earlier near-identical episode
+    duplicate_of: tuple[str, float] | None = None  # (id, cosine) of an earlier episode it repeats
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """What one `remember` stored, what it superseded, and earlier episodes on the same subject."""
+
+    episodes: list[Episode]
+    supersedes: list[str]
+    related: list[tuple[Event, float]]
 
 
 # A remember of more sentences than this reports progress as it embeds them, this many at a time.
@@ -151,7 +165,11 @@ def _cursor(cursor: str | None) -> int:
     return int(cursor)
 
 
-def _browsed(event: Event, surprise: float | None = None) -> BrowsedEpisode:
+def _browsed(
+    event: Event, links: Sequence[tuple[str, str]] = (), surprise: float | None = None
+) -> BrowsedEpisode:
+    """An episode as browsing shows it, with its supersession links among `links` (old, new)."""
+    newer = [new for old, new in links if old == event.id]
     return BrowsedEpisode(
         id=event.id,
         session=event.session,
@@ -160,7 +178,19 @@ def _browsed(event: Event, surprise: float | None = None) -> BrowsedEpisode:
         text=event.text,
         metadata=event.metadata,
         surprise=surprise,
+        superseded_by=newer[-1] if newer else None,
+        supersedes=[old for old, new in links if new == event.id],
     )
+
+
+def _related(met: list[retrieval.Before], exclude: set[str]) -> list[tuple[Event, float]]:
+    """The earlier episodes most like any of the new ones (best first, each once), up to RELATED_SHOWN."""
+    best: dict[str, tuple[Event, float]] = {}
+    for before in met:
+        for event, similarity in before.related:
+            if event.id not in exclude and similarity > best.get(event.id, (event, -1.0))[1]:
+                best[event.id] = (event, similarity)
+    return sorted(best.values(), key=lambda p: -p[1])[:RELATED_SHOWN]
 
 
 def _checkpoint_name(namespace: str) -> str:
@@ -225,7 +255,12 @@ class MemoryService:
 
     # -- use cases ----------------------------------------------------------------------------
 
-    def remember(self, request: RememberRequest) -> list[Episode]:
+    def remember(self, request: RememberRequest) -> Remembered:
+        """`store`, with what the call superseded and up to RELATED_SHOWN earlier episodes on its subject."""
+        episodes, related = self._store_text(request)
+        return Remembered(episodes, list(dict.fromkeys(request.supersedes or [])), related)
+
+    def _store_text(self, request: RememberRequest) -> tuple[list[Episode], list[tuple[Event, float]]]:
         """Cut the text into episodes; store them at the end of the session (new if none), in one transaction.
 
         Each episode is an exact slice of the text (whitespace between episodes aside); its vector
@@ -236,15 +271,18 @@ class MemoryService:
         self.open()
         receipt = None
         if request.idempotency_key is not None:
-            digest = hashlib.sha256(request.model_dump_json(exclude={"idempotency_key"}).encode()).hexdigest()
+            # An absent `supersedes` is left out, so keys given before the argument existed still match.
+            leave_out = {"idempotency_key"} | ({"supersedes"} if not request.supersedes else set())
+            digest = hashlib.sha256(request.model_dump_json(exclude=leave_out).encode()).hexdigest()
             earlier = self._store.receipt(request.namespace, request.idempotency_key)
             if earlier is not None:  # a retry: nothing to encode
                 receipt = Receipt(request.idempotency_key, digest, "")
-                return self._episodes_of(request.namespace, receipt, earlier)
+                return self._episodes_of(request.namespace, receipt, earlier), []
         text = request.text
         spans = sentences.split_spans(text)
         sentence_vectors = self._encode_reporting([text[a:b] for a, b in spans])
-        segments = segmentation.segment(sentence_vectors, self.segmentation)
+        rules = dialogue.constraints(text, spans, self.segmentation.max_sentences)
+        segments = segmentation.segment(sentence_vectors, self.segmentation, rules)
         timestamp = request.timestamp or now()
         metadata = request.metadata or {}
         items = [
@@ -255,19 +293,27 @@ class MemoryService:
             receipt = Receipt(request.idempotency_key, digest, json.dumps(shapes))
         vectors = segmentation.episode_vectors(sentence_vectors, segments)
         session = request.session or uuid.uuid4().hex
-        duplicates = retrieval.duplicates_of(self._store, request.namespace, vectors)
+        supersedes = list(dict.fromkeys(request.supersedes or []))
+        met = retrieval.before_storing(self._store, request.namespace, [i.text for i in items], vectors)
         steps = _steps(len(spans)) if len(spans) > PROGRESS_SENTENCES else 0
         if steps:
             report_progress(steps - 1, steps, f"storing {len(items):,} episodes")
-        events, earlier = self._store.append(request.namespace, session, items, vectors, receipt)
+        events, earlier = self._store.append(request.namespace, session, items, vectors, receipt, supersedes)
         if steps:
             report_progress(steps, steps, f"stored {len(events):,} episodes")
         if earlier is not None and receipt is not None:  # the same key won a race inside the store
-            return self._episodes_of(request.namespace, receipt, earlier)
-        return [
-            Episode(e, surprise, size, duplicate)
-            for e, (size, surprise), duplicate in zip(events, shapes, duplicates, strict=True)
+            return self._episodes_of(request.namespace, receipt, earlier), []
+        episodes = [
+            Episode(e, surprise, size, m.duplicate)
+            for e, (size, surprise), m in zip(events, shapes, met, strict=True)
         ]
+        candidates = {e.id for before in met for e, _ in before.related}
+        superseded = (
+            {old for old, _ in self._store.links(request.namespace, sorted(candidates))}
+            if candidates
+            else set()
+        )
+        return episodes, _related(met, {*supersedes, *superseded, *(e.id for e in events)})
 
     def _episodes_of(self, namespace: str, receipt: Receipt, earlier: Receipt) -> list[Episode]:
         """The episodes an earlier call with this idempotency key stored (those not forgotten)."""
@@ -283,15 +329,41 @@ class MemoryService:
 
     def recall(self, request: RecallRequest) -> Recalled:
         """The episodes that best match the query, and their neighbours in time, within the reading budget."""
-        self.open()
-        queries = [request.query]
-        return retrieval.recall(self._store, queries, self._encode(queries), request, request.budget(1))[0]
+        return self._recall([request.query], request, request.budget(1))[0]
 
     def recall_batch(self, request: RecallBatchRequest) -> list[Recalled]:
         """`recall` for up to 256 queries with one encoder batch and one index search."""
+        return self._recall(request.queries, request, request.budget(len(request.queries)))
+
+    def _recall(self, queries: list[str], options: RecallOptions, budget: int) -> list[Recalled]:
         self.open()
-        budget = request.budget(len(request.queries))
-        return retrieval.recall(self._store, request.queries, self._encode(request.queries), request, budget)
+        readings = [questions.read(q, options.moment) for q in queries]
+        searched = [r.text for r in readings if not r.listing]
+        vectors = self._encode(searched) if searched else np.zeros((0, self.dim), np.float32)
+        rows = iter(range(len(searched)))
+        full = np.zeros((len(readings), self.dim), np.float32)
+        for i, reading in enumerate(readings):
+            if not reading.listing:
+                full[i] = vectors[next(rows)]
+        found = retrieval.recall(self._store, readings, full, options, budget)
+        if any(not f.hits for f in found) and self._store.count(options.namespace) == 0:
+            note = self._no_such_namespace(options.namespace)
+            found = [f if f.hits else dataclasses.replace(f, note=note) for f in found]
+        return found
+
+    def _no_such_namespace(self, namespace: str) -> str:
+        """An empty namespace named, with the likeliest intended ones among those the caller may read."""
+        visible = current_grant.get().visible(sorted(self._store.namespaces()))
+        alike = difflib.get_close_matches(namespace, visible, n=3, cutoff=0.5) or visible[:5]
+        hint = f" Namespaces with memories: {', '.join(repr(n) for n in alike)}." if alike else ""
+        return f"Namespace {namespace!r} holds no memories.{hint}"
+
+    def supersede(self, request: SupersedeRequest) -> tuple[list[str], list[str]]:
+        """Mark the episodes `ids` as superseded by `by`: (ids linked now, ids linked before)."""
+        self.open()
+        ids = list(dict.fromkeys(request.ids))
+        linked = self._store.supersede(request.namespace, request.by, ids)
+        return linked, [i for i in ids if i not in linked]
 
     def forget(self, request: ForgetRequest) -> list[str]:
         """Remove events (by id, or a whole session) from the log and the index; return their ids.
@@ -422,10 +494,11 @@ class MemoryService:
         elif surprise and events:
             scores[0] = None
         end = start + len(events)
+        links = self._store.links(namespace, [e.id for e in events]) if events else []
         return EpisodeList(
             namespace=namespace,
             session=session,
-            episodes=[_browsed(e, s) for e, s in zip(events, scores, strict=True)],
+            episodes=[_browsed(e, links, s) for e, s in zip(events, scores, strict=True)],
             total=total,
             next_start=end if end < total else None,
         )
@@ -433,9 +506,9 @@ class MemoryService:
     def recent(self, namespace: str, limit: int = RECENT_EPISODES) -> EpisodeList:
         """The namespace's latest episodes, newest first."""
         self.open()
-        return EpisodeList(
-            namespace=namespace, episodes=[_browsed(e) for e in self._store.recent(namespace, limit)]
-        )
+        events = self._store.recent(namespace, limit)
+        links = self._store.links(namespace, [e.id for e in events]) if events else []
+        return EpisodeList(namespace=namespace, episodes=[_browsed(e, links) for e in events])
 
     def _boundary_surprise(self, events: list[Event]) -> list[float | None]:
         """Per episode after the first: 1 - cos(its first sentence, the mean of the previous one's last)."""
@@ -486,10 +559,17 @@ class MemoryService:
         self.open()
         return self._store.forgotten_ids(ids)
 
-    def import_events(self, events: list[Event], vectors: Vectors) -> list[Event]:
-        """Store events that keep their ids and places, in one transaction, then index them."""
+    def import_events(
+        self, events: list[Event], vectors: Vectors, links: Sequence[tuple[str, str]] = ()
+    ) -> list[Event]:
+        """Store events that keep their ids and places, with their (new, old) supersession links."""
         self.open()
-        return self._store.insert(events, vectors)
+        return self._store.insert(events, vectors, links)
+
+    def links(self, namespace: str, ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(old, new) supersession links of `namespace` touching `ids`."""
+        self.open()
+        return self._store.links(namespace, ids)
 
     def embed_episodes(self, texts: list[str]) -> Vectors:
         """(len(texts), dim): each text's vector as one episode, the normalised mean of its sentences'."""

@@ -7,7 +7,9 @@ A line:
      "embedding": {"model": "sentence-transformers/all-MiniLM-L6-v2", "dim": 384,
                    "encoding": "f32le-base64", "data": "..."}}
 
-`embedding` is optional. On import it is used only if it comes from the model this store was
+`supersedes` (optional) lists the ids of the episodes this one replaced (see the `supersede`
+tool); import restores those links. `embedding` is optional. On import it is used only if it
+comes from the model this store was
 built with; otherwise the text is embedded again. Import is idempotent by id, reads the file
 twice (first to check every line, then to store) and never holds the whole file in memory. An
 event forgotten in this store is not brought back by importing an older export: the log keeps
@@ -63,6 +65,7 @@ class EventRecord(BaseModel):
     text: Text
     metadata: Metadata = {}
     embedding: EmbeddingRecord | None = None
+    supersedes: list[EventId] = []
 
     def event(self) -> Event:
         return Event(
@@ -91,7 +94,14 @@ def _decode_vector(embedding: EmbeddingRecord) -> Vectors:
     return vector / norm
 
 
-def _parse(line: str, max_text_chars: int) -> tuple[Event, EmbeddingRecord | None]:
+@dataclass(frozen=True, slots=True)
+class Line:
+    event: Event
+    embedding: EmbeddingRecord | None
+    supersedes: tuple[str, ...]
+
+
+def _parse(line: str, max_text_chars: int) -> Line:
     try:
         raw = json.loads(line)
     except ValueError as exc:
@@ -101,7 +111,9 @@ def _parse(line: str, max_text_chars: int) -> tuple[Event, EmbeddingRecord | Non
     record = parse(EventRecord, raw, max_text_chars)
     if record.embedding is not None:
         _decode_vector(record.embedding)  # check it now, so that storing cannot fail on it
-    return record.event(), record.embedding
+    if record.id in record.supersedes:
+        raise InvalidInput(f"an episode cannot supersede itself ({record.id})")
+    return Line(record.event(), record.embedding, tuple(dict.fromkeys(record.supersedes)))
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -122,6 +134,7 @@ def export_jsonl(
     count = 0
     with atomic_writer(out, "w") as fh:
         for events, vectors in service.export_events(namespace):
+            replaced = _replaced(service, events)
             for event, vector in zip(events, vectors, strict=True):
                 line: dict[str, Any] = {
                     "id": event.id,
@@ -132,6 +145,8 @@ def export_jsonl(
                     "text": event.text,
                     "metadata": event.metadata,
                 }
+                if event.id in replaced:
+                    line["supersedes"] = replaced[event.id]
                 if embeddings:
                     line["embedding"] = _encode_vector(model_id, vector)
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -139,6 +154,20 @@ def export_jsonl(
             if progress:
                 progress(len(events))
     return count
+
+
+def _replaced(service: MemoryService, events: list[Event]) -> dict[str, list[str]]:
+    """new id -> the ids it superseded, for the events of one batch."""
+    out: dict[str, list[str]] = {}
+    by_namespace: dict[str, list[str]] = {}
+    for event in events:
+        by_namespace.setdefault(event.namespace, []).append(event.id)
+    for namespace, ids in by_namespace.items():
+        wanted = set(ids)
+        for old, new in service.links(namespace, ids):
+            if new in wanted:
+                out.setdefault(new, []).append(old)
+    return out
 
 
 # -- import -----------------------------------------------------------------------------------
@@ -206,7 +235,7 @@ def _check_file(
         try:
             if line is None:
                 raise InvalidInput("not valid UTF-8")
-            event, _ = _parse(line, service.settings.max_text_chars)
+            event = _parse(line, service.settings.max_text_chars).event
             place = (event.namespace, event.session, event.position)
             if event.id in first_line_of_id:
                 raise InvalidInput(f"id {event.id} appears already on line {first_line_of_id[event.id]}")
@@ -242,7 +271,7 @@ def import_jsonl(
         report.aborted = True
         return report
     report.skipped = len(bad)
-    batch: list[tuple[Event, EmbeddingRecord | None]] = []
+    batch: list[Line] = []
     for number, line, _ in _lines(path):
         if number in bad or line is None:
             continue
@@ -255,27 +284,29 @@ def import_jsonl(
     return report
 
 
-def _store(
-    service: MemoryService, batch: list[tuple[Event, EmbeddingRecord | None]], report: ImportReport
-) -> None:
-    ids = [e.id for e, _ in batch]
+def _store(service: MemoryService, batch: list[Line], report: ImportReport) -> None:
+    ids = [line.event.id for line in batch]
     present, _ = service.existing(ids, [])
     forgotten = service.forgotten(ids)
-    new = [(e, emb) for e, emb in batch if e.id not in present and e.id not in forgotten]
+    new = [line for line in batch if line.event.id not in present and line.event.id not in forgotten]
     report.already_present += len(present)
     report.forgotten += len(forgotten - present)
     if not new:
         return
     model_id, dim = service.model_id, service.dim
-    reuse = [emb is not None and emb.model == model_id and emb.dim == dim for _, emb in new]
+    reuse = [
+        line.embedding is not None and line.embedding.model == model_id and line.embedding.dim == dim
+        for line in new
+    ]
     vectors = np.zeros((len(new), dim), dtype=np.float32)
-    for row, ((_, emb), ok) in enumerate(zip(new, reuse, strict=True)):
+    for row, (line, ok) in enumerate(zip(new, reuse, strict=True)):
         if ok:
-            assert emb is not None
-            vectors[row] = _decode_vector(emb)
+            assert line.embedding is not None
+            vectors[row] = _decode_vector(line.embedding)
     again = [row for row, ok in enumerate(reuse) if not ok]
     if again:
-        vectors[again] = service.embed_episodes([new[row][0].text for row in again])
-    service.import_events([e for e, _ in new], vectors)
+        vectors[again] = service.embed_episodes([new[row].event.text for row in again])
+    links = [(line.event.id, old) for line in new for old in line.supersedes]
+    service.import_events([line.event for line in new], vectors, links)
     report.imported += len(new)
     report.reembedded += len(again)

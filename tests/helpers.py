@@ -77,7 +77,7 @@ def open_with_store(
 
 def remember(service: MemoryService, text: Any, **arguments: Any) -> list[Episode]:
     request = parse(RememberRequest, {"text": text, **arguments}, service.settings.max_text_chars)
-    return service.remember(request)
+    return service.remember(request).episodes
 
 
 def recall(service: MemoryService, query: Any, **arguments: Any) -> list[Hit]:

@@ -32,7 +32,7 @@ from emx_mcp.server import build_server
 from emx_mcp.storage.embedded import EmbeddedStore
 from tests.helpers import open_with_store, remember
 
-TOOLS = ["remember", "recall", "recall_batch", "predict_next", "index_health", "forget"]
+TOOLS = ["remember", "recall", "recall_batch", "predict_next", "index_health", "supersede", "forget"]
 CALL_DEADLINE = 60.0
 
 # Text: any code point, lone surrogates and control characters included.
@@ -81,6 +81,9 @@ dates = st.one_of(
     ),
     texts,
 )
+relative = st.sampled_from(
+    ["yesterday", "last week", "last Tuesday", "3 days ago", "in March", "since Monday"]
+)
 small_ints = st.one_of(
     st.integers(-3, 110), st.integers(), st.sampled_from([0, 1, 100, 101, 2**63, -(2**63)])
 )
@@ -116,6 +119,10 @@ def argument_space(ids: list[str]) -> dict[str, dict[str, Pair]]:
             "timestamp": (good_date, st.one_of(dates, json_values)),
             "namespace": (namespaces, hostile_ns),
             "idempotency_key": (st.sampled_from(["k1", "k2", "k3"]), st.one_of(texts, json_values)),
+            "supersedes": (
+                st.lists(known_ids, min_size=1, max_size=2),
+                st.one_of(st.lists(texts), json_values),
+            ),
         },
         "recall": {
             "query": (good_text, st.one_of(texts, json_values)),
@@ -123,8 +130,10 @@ def argument_space(ids: list[str]) -> dict[str, dict[str, Pair]]:
             "session": (sessions, st.one_of(texts, json_values)),
             "namespace": (namespaces, hostile_ns),
             "contiguity": (st.integers(0, 5), st.one_of(small_ints, json_values)),
-            "since": (good_date, st.one_of(dates, json_values)),
-            "until": (good_date, st.one_of(dates, json_values)),
+            "since": (st.one_of(good_date, relative), st.one_of(dates, json_values)),
+            "until": (st.one_of(good_date, relative), st.one_of(dates, json_values)),
+            "now": (good_date, st.one_of(dates, json_values)),
+            "include_superseded": (st.booleans(), json_values),
             "metadata": (good_meta, json_values),
             "mode": (st.sampled_from(["hybrid", "semantic", "lexical"]), json_values),
             "max_chars": (st.integers(100, 50_000), st.one_of(small_ints, json_values)),
@@ -149,6 +158,14 @@ def argument_space(ids: list[str]) -> dict[str, dict[str, Pair]]:
             "max_chars": (st.integers(100, 50_000), st.one_of(small_ints, json_values)),
         },
         "index_health": {"namespace": (namespaces, st.one_of(hostile_ns, texts))},
+        "supersede": {
+            "ids": (
+                st.lists(known_ids, min_size=1, max_size=3),
+                st.one_of(st.lists(texts, max_size=4), json_values),
+            ),
+            "by": (known_ids, st.one_of(texts, json_values)),
+            "namespace": (namespaces, hostile_ns),
+        },
         "forget": {
             "ids": (
                 st.lists(known_ids, min_size=1, max_size=3),

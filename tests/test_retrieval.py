@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
+from emx_mcp import retrieval
 from emx_mcp.errors import InvalidInput
 from emx_mcp.service import MemoryService
 from emx_mcp.storage.embedded import EmbeddedStore
@@ -111,8 +114,11 @@ def test_the_reading_budget_keeps_the_best_and_counts_the_rest(service: MemorySe
     )
     assert sum(len(h.event.text) for h in found.hits) <= request_budget
     assert found.hits and found.omitted > 0 and len(found.hits) + found.omitted == 20
-    scores = [h.score for h in found.hits]
-    assert scores == sorted(scores, reverse=True)
+    # Best first, except that of two close competitors on the same subject the newer comes first.
+    for above, below in itertools.pairwise(found.hits):
+        if above.score < below.score:
+            assert below.score - above.score <= retrieval.RECENCY_MARGIN + 1e-9
+            assert above.event.timestamp >= below.event.timestamp
 
 
 def test_an_episode_longer_than_the_budget_is_cut_not_dropped(
@@ -122,3 +128,32 @@ def test_an_episode_longer_than_the_budget_is_cut_not_dropped(
     remember(service, long)
     (hit,) = recall(service, "incident report outage", k=1, max_chars=100)
     assert hit.truncated and len(hit.event.text) == 100 and store.count("default") == 1
+
+
+def test_the_recency_prior_moves_an_episode_only_past_close_competitors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0.80 (middle age), 0.76 (oldest), 0.72 (newest), one subject: the newest passes the 0.76 it is
+    within RECENCY_MARGIN of; from there, with chains, the 0.80 too (a run of close competitors is
+    led by its newest); without chains never the 0.80 it did not come within the margin of."""
+    import numpy as np
+
+    from emx_mcp.storage.records import Event
+
+    def order(chains: bool) -> list[str]:
+        monkeypatch.setattr(retrieval, "RECENCY_CHAINS", chains)
+        vector = np.ones(4, dtype=np.float32) / 2
+        stamps = [
+            (0.80, "2026-11-10T00:00:00Z"),
+            (0.76, "2026-11-01T00:00:00Z"),
+            (0.72, "2026-11-20T00:00:00Z"),
+        ]
+        scored = [
+            retrieval._Scored(Event(i, f"e{i}", "default", "s", i, stamp, f"t{i}", {}), vector, rank, rank)
+            for i, (rank, stamp) in enumerate(stamps)
+        ]
+        retrieval.prefer(scored, "newer")
+        return [s.event.id for s in scored]
+
+    assert order(chains=False) == ["e0", "e2", "e1"]
+    assert order(chains=True) == ["e2", "e0", "e1"]

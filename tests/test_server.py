@@ -203,7 +203,8 @@ async def test_every_argument_is_described_and_limited(client: Client) -> None:
         assert tool.title and "use it" in said and "return" in said, tool.name  # when to use, what comes back
     recall = next(t for t in (await client.list_tools()).tools if t.name == "recall").input_schema
     k = recall["properties"]["k"]
-    assert (k["minimum"], k["maximum"]) == (1, 100) and "1-100" in k["description"]
+    limits = next(option for option in k["anyOf"] if option.get("type") == "integer")
+    assert (limits["minimum"], limits["maximum"]) == (1, 100) and "1-100" in k["description"]
     assert recall["properties"]["query"]["maxLength"] > 0
 
 
@@ -242,7 +243,7 @@ async def test_recall_filters_and_contiguity_through_the_tool(client: Client) ->
 @pytest.mark.parametrize(
     ("arguments", "mentions"),
     [
-        ({"since": "yesterday"}, "since"),
+        ({"since": "the day after the launch"}, "since 'the day after the launch' is not a time I can read"),
         ({"until": "2026-02-30"}, "until"),
         ({"contiguity": 9}, "contiguity must be between 0 and 5"),
         ({"metadata": {'a"b': 1}}, "quotes"),
@@ -335,9 +336,13 @@ async def test_recall_text_is_mostly_memory_and_small(client: Client) -> None:
     result = await client.call_tool("recall", {"query": "where is the staging database?", "k": 5})
     text = text_of(result)
     memory = sum(len(r["text"]) for r in result.structured_content["results"])  # type: ignore[index]
-    assert len(text) <= 2_000 and memory / len(text) >= 0.6, (len(text), memory, text)
+    # Each header carries what an agent needs to act on the item (its id, its full session), so
+    # for notes this short the headers are about as long as the notes themselves.
+    assert len(text) <= 2_000 and memory / len(text) >= 0.4, (len(text), memory, text)
     first = result.structured_content["results"][0]  # type: ignore[index]
     assert text.splitlines()[2] == first["text"], "best first, after one header line"
+    header = text.splitlines()[1]
+    assert first["id"] in header and f"{first['session']}#{first['position']}" in header
 
 
 async def test_remember_of_a_long_text_answers_briefly(client: Client, service: MemoryService) -> None:

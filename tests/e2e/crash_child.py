@@ -26,7 +26,7 @@ def main() -> None:
     while True:
         token = uuid.uuid4().hex
         text = f"trial {trial} event {i} words {token[:8]} {token[8:16]} {token[16:24]} {token[24:]}"
-        event = service.remember(RememberRequest(text=text, session=f"trial-{trial}"))[0].event
+        event = service.remember(RememberRequest(text=text, session=f"trial-{trial}")).episodes[0].event
         print(f"{event.id}\t{text}", flush=True)
         i += 1
 

@@ -114,6 +114,7 @@ def test_each_token_keeps_to_its_namespaces(tmp_path: Path, store: dict[str, str
                     ("recall_batch", {"queries": ["falcon"]}),
                     ("predict_next", {}),
                     ("index_health", {}),
+                    ("supersede", {"ids": [secret_b], "by": secret_b}),
                     ("forget", {"ids": [secret_b], "confirm": True}),
                 ]:
                     text = await refused(a, tool, **arguments, namespace="b")
@@ -149,6 +150,7 @@ def test_each_token_keeps_to_its_namespaces(tmp_path: Path, store: dict[str, str
                 assert (await ok(r, "recall", query="ledger Postgres"))["results"]
                 assert "read-only" in await refused(r, "remember", text="no")
                 assert "read-only" in await refused(r, "forget", session="x", confirm=True)
+                assert "read-only" in await refused(r, "supersede", ids=["x"], by="y")
 
         anyio.run(scenario)
 

@@ -245,3 +245,31 @@ def test_the_pages_keep_the_token_rules_and_refuse_cross_site_forms(
         assert http.post(forget, data={**form, "csrf": csrf}).status_code == 401  # no cookie
         session = http.get(ui + "/ns/team/session", params={"s": "release"}, headers=signed).text
         assert "release train" in session  # still there after every refusal
+
+
+def test_the_pages_show_which_memory_replaced_which(server: NetworkServer) -> None:
+    import anyio
+
+    async def fill() -> tuple[tuple[str, str], str]:
+        async with agent(server) as client:
+            old = await call(client, "remember", text="The staging database is on db-4.", namespace="links")
+            new = await call(
+                client,
+                "remember",
+                text="The staging database moved from db-4 to db-7.",
+                namespace="links",
+                session=old["session"],
+                supersedes=old["ids"],
+            )
+            return (old["ids"][0], new["ids"][0]), str(old["session"])
+
+    (old, new), session = anyio.run(fill)
+    ui = base(server) + "/ui/ns/links"
+    with httpx2.Client(timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        page = http.get(ui + "/search", params={"q": "where is the staging database?"}).text
+        assert "db-7" in page and "db-4." not in page and f"updates {new}" not in page
+        assert f"updates {old}" in page
+        page = http.get(ui + "/search", params={"q": "staging database", "include_superseded": "1"}).text
+        assert "The staging database is on db-4." in page and f"superseded by {new}" in page
+        page = http.get(ui + "/session", params={"s": session}).text
+        assert f"superseded by {new}" in page and f"updates {old}" in page

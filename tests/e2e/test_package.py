@@ -21,7 +21,7 @@ from tests.e2e.test_inspector import INSPECTOR, NODE_BIN, ROOT
 
 pytestmark = pytest.mark.slow
 
-TOOLS = {"remember", "recall", "recall_batch", "predict_next", "index_health", "forget"}
+TOOLS = {"remember", "recall", "recall_batch", "predict_next", "index_health", "supersede", "forget"}
 
 
 def run(*command: str | Path, cwd: Path, timeout: float = 600) -> str:
