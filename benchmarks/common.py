@@ -179,9 +179,10 @@ def open_with_store(settings: Any, encoder: Any) -> tuple[Any, Any]:
 def remember(service: Any, text: str, **arguments: Any) -> Any:
     from emx_mcp.schemas import RememberRequest, parse
 
-    return service.remember(
+    stored = service.remember(
         parse(RememberRequest, {"text": text, **arguments}, service.settings.max_text_chars)
     )
+    return getattr(stored, "episodes", stored)  # before supersedes, remember returned the episodes
 
 
 def recall(service: Any, query: str, **arguments: Any) -> Any:
@@ -234,3 +235,57 @@ class DiskCachedEncoder:
             texts = list(self.cache)
             np.savez(self.path, texts=np.array(texts), vectors=np.vstack([self.cache[t] for t in texts]))
             self.dirty = False
+
+
+class SqliteCachedEncoder:
+    """The real model, remembering every text it has encoded in benchmarks/cache/<name>.sqlite.
+
+    For large sets (hundreds of thousands of texts): vectors are written as they are made, so an
+    interrupted run keeps what it computed, and a lookup reads only the texts asked for.
+    """
+
+    def __init__(self, name: str, backend: str = "onnx", batch: int = 256) -> None:
+        import sqlite3
+
+        self.inner = make_encoder(backend)
+        self.batch = batch
+        CACHE.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(CACHE / f"{name}_{backend}.sqlite", check_same_thread=False)
+        self.db.execute("CREATE TABLE IF NOT EXISTS v (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+
+    @property
+    def model_id(self) -> str:
+        return str(self.inner.model_id)
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        keys = {t: self._key(t) for t in dict.fromkeys(texts)}
+        found: dict[bytes, bytes] = {}
+        wanted = list(keys.values())
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self.db.execute(
+                f"SELECT key, vector FROM v WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.update(rows.fetchall())
+        missing = [t for t, k in keys.items() if k not in found]
+        for start in range(0, len(missing), self.batch):
+            part = missing[start : start + self.batch]
+            vectors = np.asarray(self.inner.encode(part), dtype=np.float32)
+            rows = [(keys[t], v.tobytes()) for t, v in zip(part, vectors, strict=True)]
+            self.db.executemany("INSERT OR REPLACE INTO v (key, vector) VALUES (?, ?)", rows)
+            self.db.commit()
+            found.update(rows)
+        return np.vstack([np.frombuffer(found[keys[t]], dtype=np.float32) for t in texts])
+
+    def flush(self) -> None:
+        self.db.commit()

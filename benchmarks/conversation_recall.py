@@ -64,27 +64,35 @@ def covered(session: Session, start: int, stop: int) -> frozenset[str]:
     )
 
 
-async def ingest(
-    client: Client, store: Any, conversation: Conversation, per: str
-) -> dict[str, frozenset[str]]:
-    """Store a conversation; return, for each stored item's id, the turns it holds."""
-    turns_of: dict[str, frozenset[str]] = {}
+Place = tuple[Session, int]  # an episode's session and the offset of its text in the session's text
+
+
+def turns_shown(places: dict[str, Place], event_id: str, text: str, span: Any) -> frozenset[str]:
+    """The turns a returned item shows: its episode's, or only those its passage (span) overlaps."""
+    session, start = places[event_id]
+    first = start + (span[0] if span else 0)
+    return covered(session, first, first + len(text))
+
+
+async def ingest(client: Client, store: Any, conversation: Conversation, per: str) -> dict[str, Place]:
+    """Store a conversation; return, for each stored item's id, where its text lies."""
+    places: dict[str, Place] = {}
     for session in conversation.sessions:
         name = f"s{session.number}"
         if per == "turn":
-            for turn in session.turns:
+            for turn, (start, _) in zip(session.turns, session.spans, strict=True):
                 stored = await call(
                     client, "remember", text=turn.line, timestamp=session.timestamp, session=name
                 )
-                turns_of.update((event_id, frozenset([turn.id])) for event_id in stored["ids"])
+                places.update((event_id, (session, start)) for event_id in stored["ids"])
             continue
         stored = await call(client, "remember", text=session.text, timestamp=session.timestamp, session=name)
         cursor = 0
         for event in store.events("default", stored["ids"]):  # episodes are slices of the text, in order
             start = session.text.index(event.text, cursor)
             cursor = start + len(event.text)
-            turns_of[event.id] = covered(session, start, cursor)
-    return turns_of
+            places[event.id] = (session, start)
+    return places
 
 
 async def ask(
@@ -110,8 +118,8 @@ def run_conversation(
 
     async def go() -> dict[str, Any]:
         async with Client(build_server(service)) as client:
-            turns_of = await ingest(client, store, conversation, per)
-            return {name: (turns_of, await ask(client, conversation, cfg)) for name, cfg in CONFIGS.items()}
+            places = await ingest(client, store, conversation, per)
+            return {name: (places, await ask(client, conversation, cfg)) for name, cfg in CONFIGS.items()}
 
     try:
         return anyio.run(go)
@@ -184,10 +192,10 @@ def evaluate(convs: list[Conversation], encoder: DiskCachedEncoder, work: Path) 
             ranked, items, questions, dense, bm25 = [], [], [], {k: [] for k in KS}, {k: [] for k in KS}
             base_tokens = {k: {"dense": [], "bm25": []} for k in KS}
             for c in convs:
-                turns_of, answers = runs[c.name][config]
+                places, answers = runs[c.name][config]
                 base = baselines[c.name]
                 for q_index, (question, results) in enumerate(zip(c.questions, answers, strict=True)):
-                    rows = [turns_of[r["id"]] for r in results]
+                    rows = [turns_shown(places, r["id"], r["text"], r.get("span")) for r in results]
                     ranked.append(rows)
                     items.append(results)
                     questions.append(question)
