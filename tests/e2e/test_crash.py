@@ -101,8 +101,11 @@ def remember_until_killed(data_dir: Path, trial: int, rng: random.Random) -> lis
     send(INITIALIZE)
     assert json.loads(proc.stdout.readline())["id"] == 1
     send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-    killer = threading.Timer(rng.uniform(8.0, 14.0), proc.kill)  # past the model's load, mid-writes
-    killer.start()
+    # The kill comes at a random moment once writes are under way: counted from the first
+    # acknowledged event, as the model's load (and its first export) takes longer on a busy machine.
+    killer = threading.Timer(rng.uniform(1.0, 6.0), proc.kill)
+    watchdog = threading.Timer(180.0, proc.kill)  # a server that never answers fails the trial
+    watchdog.start()
     try:
         for i in range(10_000):
             words = f"{rng.choice(WORDS)} {rng.choice(WORDS)} {i * 7919 % 10007}"
@@ -121,10 +124,13 @@ def remember_until_killed(data_dir: Path, trial: int, rng: random.Random) -> lis
             reply = json.loads(line)
             assert not reply["result"]["isError"], reply
             acked.append((reply["result"]["structuredContent"]["ids"][0], text))
+            if len(acked) == 1:
+                killer.start()
     except (BrokenPipeError, ValueError):
         pass
     finally:
         killer.cancel()
+        watchdog.cancel()
         proc.kill()
         proc.wait(30)
     return acked
